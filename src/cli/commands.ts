@@ -1,0 +1,184 @@
+import { LOG_LEVELS } from "../config/config";
+import {
+  DEFAULT_ACTION_TIMEOUT_SECONDS,
+  DEFAULT_CACHE_CAP_BYTES,
+  DEFAULT_CACHE_FREE_FRACTION,
+  DEFAULT_GRACE_SECONDS,
+  MAX_ACTION_TIMEOUT_SECONDS,
+} from "../config/defaults";
+import { formatSize, parseSize } from "../config/size";
+import { DIGEST_FUNCTIONS } from "../digest/digest";
+import type { CommandSpec, FlagSpec, FlagValue } from "./parse-args";
+
+/** The command-line surface of lre: every command and flag, with the text --help shows. */
+
+const socketFlag: FlagSpec = {
+  name: "socket",
+  kind: "string",
+  metavar: "PATH",
+  help: "Unix socket to listen on (created 0600 in a 0700 directory)",
+  defaultText: "$XDG_RUNTIME_DIR/lre/lre.sock, else ~/.cache/lre/lre.sock",
+};
+
+const dataDirFlag: FlagSpec = {
+  name: "data-dir",
+  kind: "string",
+  metavar: "DIR",
+  help: "directory holding the CAS and action cache (LMDB)",
+  defaultText: "~/.cache/lre",
+};
+
+const digestChoices = [...DIGEST_FUNCTIONS];
+
+export const SERVE: CommandSpec = {
+  name: "serve",
+  summary: "run the REAPI server (CAS, action cache, execution)",
+  flags: [
+    socketFlag,
+    dataDirFlag,
+    {
+      name: "tcp",
+      kind: "host-port",
+      metavar: "HOST:PORT",
+      help: "also listen on TCP, e.g. 127.0.0.1:8980 (Buck2 needs TCP; port 0 picks a free port). No authentication: keep it on loopback",
+      defaultText: "off",
+    },
+    {
+      name: "max-cache-size",
+      kind: "size",
+      metavar: "SIZE",
+      help: "evict least recently used blobs beyond this size, e.g. 20GiB or 500MB (K/M/G/T and KiB.. are powers of 1024, KB/MB/GB/TB of 1000)",
+      defaultText: `${DEFAULT_CACHE_FREE_FRACTION * 100}% of the free space on the data dir's filesystem, at most ${formatSize(DEFAULT_CACHE_CAP_BYTES)}`,
+    },
+    {
+      name: "digest-function",
+      kind: "choice",
+      metavar: "FN",
+      choices: digestChoices,
+      help: "digest function for requests that do not name one",
+      defaultText: "sha256",
+    },
+    {
+      name: "instance-digest-function",
+      kind: "assignment",
+      metavar: "INSTANCE=FN",
+      choices: digestChoices,
+      repeatable: true,
+      help: "digest function for one instance name, for clients that never name one (Buck2); repeatable",
+    },
+    { name: "jobs", kind: "int", metavar: "N", help: "actions to run at once", defaultText: "number of CPU cores" },
+    {
+      name: "closure",
+      kind: "string",
+      metavar: "STOREPATH",
+      repeatable: true,
+      help: "Nix store path whose closure actions may see; repeatable",
+    },
+    {
+      name: "action-timeout",
+      kind: "seconds",
+      metavar: "SECONDS",
+      help: "timeout for actions that set none",
+      defaultText: String(DEFAULT_ACTION_TIMEOUT_SECONDS),
+    },
+    {
+      name: "max-action-timeout",
+      kind: "seconds",
+      metavar: "SECONDS",
+      help: "reject actions asking for a longer timeout",
+      defaultText: String(MAX_ACTION_TIMEOUT_SECONDS),
+    },
+    { name: "no-exec", kind: "bool", help: "serve as a cache only (no remote execution)" },
+    {
+      name: "grace",
+      kind: "seconds",
+      metavar: "SECONDS",
+      help: "on SIGINT/SIGTERM, time running work gets to finish before it is cut off",
+      defaultText: String(DEFAULT_GRACE_SECONDS),
+    },
+    {
+      name: "log-level",
+      kind: "choice",
+      metavar: "LEVEL",
+      choices: [...LOG_LEVELS],
+      help: "least severe messages written to stderr",
+      defaultText: "info",
+    },
+  ],
+};
+
+export const DOCTOR: CommandSpec = {
+  name: "doctor",
+  summary: "check this machine can run lre serve, and say how to fix what is missing",
+  flags: [socketFlag, dataDirFlag],
+};
+
+export const GC: CommandSpec = {
+  name: "gc",
+  summary: "evict least recently used blobs until the cache is at most SIZE",
+  flags: [{ name: "to", kind: "size", metavar: "SIZE", help: "target size of the cache, e.g. 10GiB (required)" }, dataDirFlag],
+};
+
+export const STATS: CommandSpec = {
+  name: "stats",
+  summary: "show cache size, blob and action-cache counts",
+  flags: [dataDirFlag, { name: "json", kind: "bool", help: "print one JSON object instead of text" }],
+};
+
+export const VERSION: CommandSpec = { name: "version", summary: "print the version", flags: [] };
+
+export const HELP: CommandSpec = { name: "help", summary: "show help for lre or one command", flags: [] };
+
+export const COMMANDS: readonly CommandSpec[] = [SERVE, DOCTOR, GC, STATS, VERSION, HELP];
+
+/** Turns a raw flag value into its typed form; throws with a message saying what is accepted. */
+export function convertFlag(spec: FlagSpec, raw: string): FlagValue {
+  switch (spec.kind) {
+    case "bool":
+      return true;
+    case "string":
+      if (raw === "") throw new RangeError("the value is empty");
+      return raw;
+    case "size": {
+      const bytes = parseSize(raw);
+      if (bytes <= 0) throw new RangeError(`size must be more than zero, not "${raw}"`);
+      return bytes;
+    }
+    case "int": {
+      if (!/^\d+$/.test(raw) || Number(raw) < 1 || !Number.isSafeInteger(Number(raw))) {
+        throw new RangeError(`"${raw}" is not a whole number of at least 1`);
+      }
+      return Number(raw);
+    }
+    case "seconds": {
+      if (!/^\d+(\.\d+)?$/.test(raw)) throw new RangeError(`"${raw}" is not a number of seconds`);
+      return Number(raw);
+    }
+    case "host-port":
+      return parseHostPort(raw);
+    case "choice":
+      return checkChoice(spec, raw);
+    case "assignment": {
+      const eq = raw.lastIndexOf("=");
+      if (eq <= 0) throw new RangeError(`"${raw}" is not of the form ${spec.metavar ?? "NAME=VALUE"}`);
+      return [raw.slice(0, eq), checkChoice(spec, raw.slice(eq + 1))];
+    }
+  }
+}
+
+function checkChoice(spec: FlagSpec, raw: string): string {
+  const choices = spec.choices ?? [];
+  if (!choices.includes(raw)) throw new RangeError(`"${raw}" is not one of ${choices.join(", ")}`);
+  return raw;
+}
+
+/** `HOST:PORT` or `[IPV6]:PORT`; port 0 asks the kernel for a free one. */
+export function parseHostPort(raw: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(raw);
+  const host = m?.[1] ?? m?.[2];
+  const port = Number(m?.[3]);
+  if (m === null || host === undefined || !Number.isInteger(port) || port > 65535) {
+    throw new RangeError(`"${raw}" is not HOST:PORT (for example 127.0.0.1:8980, or [::1]:8980)`);
+  }
+  return { host, port };
+}

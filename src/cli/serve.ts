@@ -1,0 +1,82 @@
+import type { ServeConfig } from "../config/config";
+import { formatSize } from "../config/size";
+import { CliError, messageOf } from "./cli-error";
+import type { Backend, RunningServer, Storage } from "./contracts";
+import { ensureWritableDir } from "./data-dir";
+import { createLogger } from "./logger";
+import { bindPrivately, prepareSocketPath, removeSocket } from "./socket";
+
+/** Output of `lre serve` that is meant for people and scripts (the address line). */
+export interface ServeIo {
+  stdout(line: string): void;
+}
+
+/**
+ * `lre serve`: wiring only. Opens the store, starts the gRPC server on the
+ * socket (and TCP if asked), then waits for SIGINT/SIGTERM and shuts down in
+ * order: stop accepting, let running calls finish within the grace period,
+ * close the store (flushing LMDB), remove the socket.
+ */
+export async function runServe(cfg: ServeConfig, backend: Backend, io: ServeIo): Promise<number> {
+  const log = createLogger(cfg.logLevel);
+  ensureWritableDir(cfg.dataDir);
+  await prepareSocketPath(cfg.socketPath, log);
+
+  let storage: Storage;
+  try {
+    storage = await backend.openStorage({ dataDir: cfg.dataDir, maxBytes: cfg.maxCacheBytes });
+  } catch (err) {
+    throw new CliError(`cannot open the store in data dir "${cfg.dataDir}": ${messageOf(err)}`);
+  }
+
+  let server: RunningServer;
+  try {
+    server = await bindPrivately(cfg.socketPath, () =>
+      backend.startServer({
+        cas: storage.cas,
+        ac: storage.ac,
+        digests: { defaultDigestFn: cfg.digestFunction, instanceDigestFn: { ...cfg.instanceDigestFunctions } },
+        execEnabled: cfg.exec.enabled,
+        onAcLookup: (hit) => storage.recordAcLookup(hit),
+        listen: { socketPath: cfg.socketPath, ...(cfg.tcp === undefined ? {} : { tcp: cfg.tcp }) },
+      }),
+    );
+  } catch (err) {
+    await storage.close();
+    removeSocket(cfg.socketPath);
+    const where = cfg.tcp === undefined ? `"${cfg.socketPath}"` : `"${cfg.socketPath}" and ${cfg.tcp.host}:${cfg.tcp.port}`;
+    throw new CliError(`cannot listen on ${where}: ${messageOf(err)}`);
+  }
+
+  const endpoints = [`unix://${cfg.socketPath}`];
+  if (server.tcpAddress !== undefined) endpoints.push(`grpc://${server.tcpAddress}`);
+  io.stdout(`lre listening on ${endpoints.join(" and ")}, data dir ${cfg.dataDir}`);
+  log.debug(
+    `cache limit ${formatSize(cfg.maxCacheBytes)}, ${cfg.exec.enabled ? `execution on, ${cfg.exec.jobs} jobs` : "execution off"}, default digest ${cfg.digestFunction}`,
+  );
+
+  const signal = await nextSignal(() => log.warn("second signal: stopping now without waiting for running work"));
+  log.info(`${signal} received: finishing running work (up to ${cfg.graceMs / 1000} s), then exiting`);
+  await server.shutdown(cfg.graceMs);
+  await storage.close();
+  removeSocket(cfg.socketPath);
+  log.info("stopped");
+  return 0;
+}
+
+/** Resolves on the first SIGINT or SIGTERM; a second one exits at once, for an operator who cannot wait. */
+function nextSignal(onSecond: () => void): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    let seen = false;
+    const handler = (sig: NodeJS.Signals) => {
+      if (seen) {
+        onSecond();
+        process.exit(1);
+      }
+      seen = true;
+      resolve(sig);
+    };
+    process.on("SIGINT", handler);
+    process.on("SIGTERM", handler);
+  });
+}

@@ -1,0 +1,39 @@
+import { defaultMaxCacheBytes } from "../config/defaults";
+import { formatSize } from "../config/size";
+import { CliError, messageOf } from "./cli-error";
+import type { Backend, Storage, StorageStats } from "./contracts";
+
+/**
+ * Opens the store of `dataDir` beside a running server or without one (LMDB
+ * allows several processes on one environment).
+ */
+export async function withStorage<T>(backend: Backend, dataDir: string, maxBytes: number, use: (s: Storage) => Promise<T>): Promise<T> {
+  let storage: Storage;
+  try {
+    storage = await backend.openStorage({ dataDir, maxBytes });
+  } catch (err) {
+    throw new CliError(`cannot open the store in data dir "${dataDir}": ${messageOf(err)}`);
+  }
+  try {
+    return await use(storage);
+  } finally {
+    await storage.close();
+  }
+}
+
+export async function runStats(backend: Backend, dataDir: string, json: boolean, out: (text: string) => void): Promise<number> {
+  const stats = await withStorage(backend, dataDir, defaultMaxCacheBytes(dataDir), (s) => s.stats());
+  out(json ? JSON.stringify({ dataDir, ...stats }) + "\n" : formatStats(dataDir, stats));
+  return 0;
+}
+
+export function formatStats(dataDir: string, s: StorageStats): string {
+  const lookups = s.acHits + s.acMisses;
+  const hitRate = lookups === 0 ? "no lookups yet" : `${((100 * s.acHits) / lookups).toFixed(1)}% hit rate`;
+  return [
+    `data dir        ${dataDir}`,
+    `cas             ${s.blobs} blobs, ${formatSize(s.bytes)} of ${formatSize(s.maxBytes)}`,
+    `action cache    ${s.acEntries} entries (${s.acFromSandbox} run by lre, ${s.acFromClients} uploaded by clients)`,
+    `lookups         ${s.acHits} hits, ${s.acMisses} misses (${hitRate})`,
+  ].join("\n") + "\n";
+}
