@@ -53,7 +53,7 @@ export interface RunOptions {
 /** Runs argv to completion, capturing both streams; never throws for a non-zero exit. */
 export async function runCommand(argv: readonly string[], options: RunOptions = {}): Promise<CommandResult> {
   const proc = Bun.spawn([...argv], {
-    cwd: options.cwd,
+    ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
     env: { ...process.env, ...options.env },
     stdin: "ignore",
     stdout: "pipe",
