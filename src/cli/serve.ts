@@ -19,6 +19,9 @@ export interface ServeIo {
  */
 export async function runServe(cfg: ServeConfig, backend: Backend, io: ServeIo): Promise<number> {
   const log = createLogger(cfg.logLevel);
+  // Listen for signals before anything exists, so a signal that arrives while
+  // starting up still takes the orderly path below instead of killing us.
+  const stopRequested = nextSignal(() => log.warn("second signal: stopping now without waiting for running work"));
   ensureWritableDir(cfg.dataDir);
   await prepareSocketPath(cfg.socketPath, log);
 
@@ -55,7 +58,7 @@ export async function runServe(cfg: ServeConfig, backend: Backend, io: ServeIo):
     `cache limit ${formatSize(cfg.maxCacheBytes)}, ${cfg.exec.enabled ? `execution on, ${cfg.exec.jobs} jobs` : "execution off"}, default digest ${cfg.digestFunction}`,
   );
 
-  const signal = await nextSignal(() => log.warn("second signal: stopping now without waiting for running work"));
+  const signal = await stopRequested;
   log.info(`${signal} received: finishing running work (up to ${cfg.graceMs / 1000} s), then exiting`);
   await server.shutdown(cfg.graceMs);
   await storage.close();

@@ -1,0 +1,113 @@
+import { describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { COMMANDS, parseHostPort } from "../../src/cli/commands";
+import { commandUsage, fullHelp } from "../../src/cli/usage";
+import { parseSize } from "../../src/config/size";
+import { REPO, lre } from "./lre-process";
+
+describe("lre command line", () => {
+  test("no command prints usage on stderr and exits 2", async () => {
+    const r = await lre([]);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain("usage: lre <command>");
+    expect(r.stdout).toBe("");
+  });
+
+  test.each([
+    [["frobnicate"], 'unknown command "frobnicate"'],
+    [["--frobnicate"], 'unknown flag "--frobnicate"'],
+    [["serve", "--frobnicate"], 'unknown flag "--frobnicate" for "lre serve"'],
+    [["serve", "extra"], 'unexpected argument "extra"'],
+    [["serve", "--socket"], 'flag "--socket" needs a value'],
+    [["serve", "--max-cache-size", "lots"], '"lots" is not a size'],
+    [["serve", "--max-cache-size", "0"], "size must be more than zero"],
+    [["serve", "--tcp", "localhost"], '"localhost" is not HOST:PORT'],
+    [["serve", "--tcp", "127.0.0.1:70000"], "is not HOST:PORT"],
+    [["serve", "--jobs", "0"], '"0" is not a whole number of at least 1'],
+    [["serve", "--jobs", "two"], '"two" is not a whole number'],
+    [["serve", "--log-level", "loud"], '"loud" is not one of error, warn, info, debug'],
+    [["serve", "--digest-function", "md5"], '"md5" is not one of sha256, blake3'],
+    [["serve", "--grace", "-1"], "is not a number of seconds"],
+    [["serve", "--closure", "/usr/bin"], "is not a path under /nix/store"],
+    [["serve", "--action-timeout", "100", "--max-action-timeout", "10"], "is more than --max-action-timeout"],
+    [["serve", "--data-dir", "a", "--data-dir", "b"], "given more than once"],
+    [["gc"], "needs --to SIZE"],
+    [["gc", "--to", "1.5.5G"], "is not a size"],
+    [["stats", "--json=yes"], "takes no value"],
+  ])("%p is a usage error: exit 2 with a message and usage on stderr", async (args, message) => {
+    const r = await lre(args);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain(message);
+    expect(r.stderr).toContain("usage: lre");
+    expect(r.stdout).toBe("");
+  });
+
+  test("--version and version print the same version line", async () => {
+    const pkg = JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")) as { version: string };
+    const a = await lre(["--version"]);
+    const b = await lre(["version"]);
+    expect(a.exitCode).toBe(0);
+    expect(a.stdout).toStartWith(`lre ${pkg.version} `);
+    expect(b.stdout).toBe(a.stdout);
+  });
+
+  test("--help and help COMMAND go to stdout with exit 0", async () => {
+    const top = await lre(["--help"]);
+    expect(top.exitCode).toBe(0);
+    for (const c of COMMANDS) expect(top.stdout).toContain(c.name);
+    const serve = await lre(["help", "serve"]);
+    expect(serve.stdout).toBe(commandUsage(COMMANDS.find((c) => c.name === "serve")!));
+    const flagHelp = await lre(["serve", "--help"]);
+    expect(flagHelp.stdout).toBe(serve.stdout);
+  });
+
+  test("help lists every flag of every command, with its default where it has one", () => {
+    const help = fullHelp();
+    for (const c of COMMANDS) {
+      const usage = commandUsage(c);
+      for (const f of c.flags) {
+        expect(usage).toContain(`--${f.name}`);
+        if (f.defaultText !== undefined) expect(usage).toContain(f.defaultText);
+        expect(help).toContain(`--${f.name}`);
+      }
+    }
+  });
+
+  test("README documents every command and every flag", () => {
+    const readme = readFileSync(join(REPO, "README.md"), "utf8");
+    for (const c of COMMANDS) {
+      expect(readme).toContain(`lre ${c.name}`);
+      for (const f of c.flags) expect(readme).toContain(`--${f.name}`);
+    }
+  });
+});
+
+describe("sizes", () => {
+  test.each([
+    ["500MB", 500_000_000],
+    ["20GiB", 20 * 1024 ** 3],
+    ["20G", 20 * 1024 ** 3],
+    ["1.5KiB", 1536],
+    ["4096", 4096],
+    ["2tb", 2_000_000_000_000],
+    ["10 MiB", 10 * 1024 ** 2],
+  ])("%s is %d bytes", (text, bytes) => {
+    expect(parseSize(text)).toBe(bytes);
+  });
+
+  test.each(["", "GiB", "-1G", "1XB", "1.2.3"])("%p is rejected", (text) => {
+    expect(() => parseSize(text)).toThrow(RangeError);
+  });
+});
+
+describe("HOST:PORT", () => {
+  test("IPv4, names and bracketed IPv6", () => {
+    expect(parseHostPort("127.0.0.1:8980")).toEqual({ host: "127.0.0.1", port: 8980 });
+    expect(parseHostPort("localhost:0")).toEqual({ host: "localhost", port: 0 });
+    expect(parseHostPort("[::1]:8980")).toEqual({ host: "::1", port: 8980 });
+  });
+  test.each(["8980", "::1:8980", "host:", ":80", "host:99999"])("%p is rejected", (text) => {
+    expect(() => parseHostPort(text)).toThrow(RangeError);
+  });
+});
