@@ -260,7 +260,7 @@ export function runBlobStoreConformance(
       const d = digestOf("sha256", data);
       await store.put(d, data);
       const path = await store.filePath?.(d);
-      if (path !== undefined) expect(new Uint8Array(await readFile(path))).toEqual(data);
+      if (path !== undefined) expect(new Uint8Array(await readFile(path)) as Uint8Array).toEqual(data);
     });
   });
 }
