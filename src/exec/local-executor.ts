@@ -1,0 +1,446 @@
+import { existsSync } from "node:fs";
+import { chmod, lstat, mkdir, open, readdir, rm } from "node:fs/promises";
+import { hostname } from "node:os";
+import { join } from "node:path";
+import type { Closure, Mount, SandboxSpec } from "../../sandbox/spec";
+import type { BlobStore } from "../cas/blob-store";
+import type { Clock } from "../clock";
+import { systemClock } from "../clock";
+import type { Digest } from "../digest/digest";
+import { toWire } from "../digest/digest";
+import { GrpcCode, RpcError } from "../errors";
+import { toStatusProto } from "../grpc/status";
+import type {
+  ActionResult,
+  ExecutedActionMetadata,
+  ExecuteResponse,
+} from "../proto/build/bazel/remote/execution/v2/remote_execution";
+import type { Timestamp } from "../proto/google/protobuf/timestamp";
+import type { ClosureRoots, ClosureSource } from "./closure-for-action";
+import { closureRootsFor, resolveClosure, undeclaredPathsMessage, undeclaredStorePaths } from "./closure-for-action";
+import type { DeclaredOutput, OutputLimits } from "./collect-outputs";
+import { DEFAULT_OUTPUT_LIMITS, OutputBudget, collectOutputs, declaredOutputs, uploadFile } from "./collect-outputs";
+import { FileCache } from "./file-cache";
+import type { ActionInputs, InputTreeLimits } from "./input-tree";
+import { DEFAULT_INPUT_TREE_LIMITS, loadActionInputs } from "./input-tree";
+import { extraDirectories, modifiedSharedInputs, stageInputs } from "./stage-inputs";
+import type { StagedInputs } from "./stage-inputs";
+
+/** What the sandbox library must provide; `sandboxRuntime()` in sandbox-runtime.ts binds the real one. */
+export interface SandboxRuntime {
+  /** A directory holding exactly the closure, to bind read-only at /nix/store. */
+  closureView(closure: Closure): Promise<string>;
+  run(spec: SandboxSpec, options: SandboxRunOptions): Promise<SandboxRunResult>;
+}
+
+export interface SandboxRunOptions {
+  readonly stdoutPath: string;
+  readonly stderrPath: string;
+  readonly timeoutMs: number;
+  readonly killGraceMs?: number;
+  readonly maxOutputBytes?: number;
+}
+
+export interface SandboxRunResult {
+  readonly exitCode: number;
+  readonly signal?: string;
+  readonly timedOut: boolean;
+  readonly outputLimitExceeded?: boolean;
+  readonly wallMs: number;
+}
+
+export interface LocalExecutorOptions {
+  readonly cas: BlobStore;
+  /** lre's data directory; actions run in `<dataDir>/exec/<id>/`, the file cache is `<dataDir>/filecache/`. */
+  readonly dataDir: string;
+  readonly closures: ClosureSource;
+  readonly sandbox: SandboxRuntime;
+  /** Closure roots for actions that declare none (`--closure`). */
+  readonly defaultClosureRoots: readonly string[];
+  /** Applied when Action.timeout is unset. @default 15 minutes */
+  readonly defaultTimeoutMs?: number;
+  /** Larger Action.timeout values are INVALID_ARGUMENT. @default 3 hours */
+  readonly maxTimeoutMs?: number;
+  /** Between SIGTERM and SIGKILL on timeout. @default 5 s */
+  readonly killGraceMs?: number;
+  /** Size of the sandbox's private /tmp. @default 1 GiB */
+  readonly tmpSizeBytes?: number;
+  /** Cap on each of stdout and stderr. @default 1 GiB */
+  readonly maxStdStreamBytes?: number;
+  readonly outputLimits?: OutputLimits;
+  readonly inputLimits?: InputTreeLimits;
+  /** ExecutedActionMetadata.worker. @default "lre@<hostname>" */
+  readonly workerName?: string;
+  readonly clock?: Clock;
+  /** Keep exec dirs of failed actions for inspection. @default false */
+  readonly keepFailedDirs?: boolean;
+}
+
+/** What Execute asked for besides the action itself. */
+export interface ExecuteTask {
+  readonly instance: string;
+  readonly actionDigest: Digest;
+  readonly skipCacheLookup?: boolean;
+  readonly inlineStdout?: boolean;
+  readonly inlineStderr?: boolean;
+  readonly inlineOutputFiles?: readonly string[];
+}
+
+/** Everything checked and resolved before an action is queued. */
+export interface PreparedAction {
+  readonly task: ExecuteTask;
+  readonly inputs: ActionInputs;
+  readonly outputs: readonly DeclaredOutput[];
+  readonly extraDirs: readonly string[];
+  readonly roots: ClosureRoots;
+  readonly closure: Closure;
+  readonly timeoutMs: number;
+  readonly doNotCache: boolean;
+}
+
+export interface RunHooks {
+  /** When the action entered the queue (ExecutedActionMetadata.queued_timestamp). */
+  readonly queuedAtMs?: number;
+  /** Called as the sandboxed process starts. */
+  readonly onExecuting?: () => void;
+}
+
+/** Inside the sandbox the input root always sits here, so paths in outputs and logs are stable. */
+export const SANDBOX_ROOT = "/build/root";
+
+const MINUTE = 60_000;
+
+/**
+ * Runs one action in four phases, each its own module: prepare (input-tree,
+ * closure-for-action; all failures are gRPC errors, before anything is queued)
+ * → stage (stage-inputs) → run (the sandbox, described as data) → upload
+ * (collect-outputs) → cleanup. After prepare, every outcome is an
+ * ExecuteResponse that carries a result, because both Bazel and Buck2 treat a
+ * response without one as a protocol failure.
+ */
+export class LocalExecutor {
+  readonly workerName: string;
+  private readonly clock: Clock;
+  private readonly fileCache: FileCache;
+  private readonly defaultTimeoutMs: number;
+  private readonly maxTimeoutMs: number;
+  private seq = 0;
+
+  constructor(private readonly opts: LocalExecutorOptions) {
+    this.clock = opts.clock ?? systemClock;
+    this.workerName = opts.workerName ?? `lre@${hostname()}`;
+    this.fileCache = new FileCache(join(opts.dataDir, "filecache"), opts.cas);
+    this.defaultTimeoutMs = opts.defaultTimeoutMs ?? 15 * MINUTE;
+    this.maxTimeoutMs = opts.maxTimeoutMs ?? 180 * MINUTE;
+  }
+
+  /** Phase one: fetch and validate everything; throws RpcError for anything the client must fix. */
+  async prepare(task: ExecuteTask): Promise<PreparedAction> {
+    const inputs = await loadActionInputs(this.opts.cas, task.actionDigest, this.opts.inputLimits ?? DEFAULT_INPUT_TREE_LIMITS);
+    const { action, command } = inputs;
+    if (command.arguments.length === 0 || command.arguments[0] === "") {
+      throw RpcError.invalidArgument("Command.arguments is empty; an action needs a program to run");
+    }
+    const outputs = declaredOutputs(command);
+    const extraDirs = extraDirectories(command, inputs.tree);
+    const timeoutMs = this.timeoutOf(action.timeout);
+    const roots = closureRootsFor(action, command, this.opts.defaultClosureRoots);
+    if (roots.roots.length === 0) {
+      throw RpcError.failedPrecondition(
+        `the action declares no Nix closure and the server has no default; set the platform property "nix-closure" to the store paths it needs, or start lre with --closure`,
+      );
+    }
+    const closure = resolveClosure(this.opts.closures, roots);
+    return { task, inputs, outputs, extraDirs, roots, closure, timeoutMs, doNotCache: action.doNotCache };
+  }
+
+  /** Phases two to five. Never throws for action-level problems; they land in the response status. */
+  async execute(prepared: PreparedAction, hooks: RunHooks = {}): Promise<ExecuteResponse> {
+    const meta = new Timeline(this.clock, this.workerName, hooks.queuedAtMs);
+    const dir = join(this.opts.dataDir, "exec", `${process.pid}-${++this.seq}-${prepared.task.actionDigest.hash.slice(0, 12)}`);
+    const root = join(dir, "root");
+    let keep = false;
+    try {
+      meta.mark("workerStart");
+      meta.mark("inputFetchStart");
+      let staged: StagedInputs;
+      let view: string;
+      try {
+        await mkdir(dir, { recursive: true });
+        [staged, view] = await Promise.all([
+          stageInputs(prepared.inputs.tree, root, prepared.extraDirs, this.fileCache, this.opts.cas),
+          this.opts.sandbox.closureView(prepared.closure),
+        ]);
+      } catch (err) {
+        meta.mark("inputFetchCompleted");
+        return failure(err, "staging the action's inputs failed", meta);
+      }
+      meta.mark("inputFetchCompleted");
+
+      const spec = this.sandboxSpec(prepared, root, view);
+      const stdoutPath = join(dir, "stdout");
+      const stderrPath = join(dir, "stderr");
+      meta.mark("executionStart");
+      hooks.onExecuting?.();
+      const run = await this.opts.sandbox.run(spec, {
+        stdoutPath,
+        stderrPath,
+        timeoutMs: prepared.timeoutMs,
+        killGraceMs: this.opts.killGraceMs ?? 5_000,
+        maxOutputBytes: this.opts.maxStdStreamBytes ?? 1024 * 1024 * 1024,
+      });
+      meta.mark("executionCompleted");
+
+      meta.mark("outputUploadStart");
+      const response = await this.upload(prepared, run, root, stdoutPath, stderrPath, staged, meta);
+      keep = (this.opts.keepFailedDirs ?? false) && (response.result?.exitCode !== 0 || response.status !== undefined);
+      return response;
+    } catch (err) {
+      return failure(err, "running the action failed", meta);
+    } finally {
+      if (!keep) await removeTree(dir);
+    }
+  }
+
+  private async upload(
+    prepared: PreparedAction,
+    run: SandboxRunResult,
+    root: string,
+    stdoutPath: string,
+    stderrPath: string,
+    staged: StagedInputs,
+    meta: Timeline,
+  ): Promise<ExecuteResponse> {
+    const { task, inputs } = prepared;
+    const fn = task.actionDigest.fn;
+    const limits = this.opts.outputLimits ?? DEFAULT_OUTPUT_LIMITS;
+    const budget = new OutputBudget(limits.maxOutputBytes);
+    const result: ActionResult = emptyResult(run.exitCode);
+    let status: RpcError | undefined;
+    const messages: string[] = [];
+
+    // The streams first: they are what a user needs most when anything else goes wrong.
+    for (const [path, inline, set] of [
+      [stdoutPath, task.inlineStdout ?? false, (d: Digest, raw?: Uint8Array) => { result.stdoutDigest = toWire(d); if (raw) result.stdoutRaw = Buffer.from(raw); }],
+      [stderrPath, task.inlineStderr ?? false, (d: Digest, raw?: Uint8Array) => { result.stderrDigest = toWire(d); if (raw) result.stderrRaw = Buffer.from(raw); }],
+    ] as const) {
+      if (!existsSync(path)) continue;
+      const f = await uploadFile(this.opts.cas, fn, path, budget, "the action's standard streams", inline ? limits.maxInlineBytes : 0);
+      set(f.digest, f.bytes);
+    }
+
+    try {
+      const outputs = await collectOutputs(
+        this.opts.cas,
+        {
+          root,
+          workingDirectory: inputs.command.workingDirectory,
+          outputs: prepared.outputs,
+          fn,
+          inlineOutputFiles: task.inlineOutputFiles ?? [],
+        },
+        budget,
+        limits,
+      );
+      Object.assign(result, outputs);
+    } catch (err) {
+      status = err instanceof RpcError ? err : RpcError.internal(`collecting outputs failed: ${String(err)}`, err);
+    }
+
+    const modified = await modifiedSharedInputs(staged);
+    if (modified.length > 0) {
+      for (const m of modified) await this.fileCache.evict(m.digest, m.executable);
+      status ??= RpcError.failedPrecondition(
+        `the action modified ${modified.length} of its input files in place (e.g. one with digest ${modified[0]!.digest.hash}); inputs are shared read-only, so write outputs to new files instead`,
+      );
+    }
+    if (run.outputLimitExceeded) {
+      status ??= RpcError.resourceExhausted(
+        `the action wrote more than ${this.opts.maxStdStreamBytes ?? 1024 * 1024 * 1024} bytes to stdout or stderr and was stopped`,
+      );
+    }
+    if (run.timedOut) {
+      const s = prepared.timeoutMs / 1000;
+      status = new RpcError(
+        GrpcCode.DEADLINE_EXCEEDED,
+        `the action ran longer than its timeout of ${s} s and was killed; its output so far is in the result. Raise Action.timeout if it needs longer`,
+      );
+      messages.push(status.message);
+    }
+    if (run.exitCode !== 0 || run.timedOut) {
+      const stderrTail = await readTail(stderrPath, 64 * 1024);
+      const texts = [...inputs.command.arguments, ...inputs.command.environmentVariables.map((e) => e.value), stderrTail];
+      const hint = undeclaredPathsMessage(undeclaredStorePaths(prepared.closure, texts));
+      if (hint !== "") messages.push(hint);
+    }
+    if (status !== undefined && !messages.includes(status.message)) messages.unshift(status.message);
+
+    meta.mark("outputUploadCompleted");
+    meta.mark("workerCompleted");
+    result.executionMetadata = meta.toProto(run.wallMs);
+    return {
+      result,
+      cachedResult: false,
+      status: status === undefined ? undefined : toStatusProto(status),
+      serverLogs: {},
+      message: messages.join("\n"),
+    };
+  }
+
+  private sandboxSpec(prepared: PreparedAction, root: string, view: string): SandboxSpec {
+    const { command } = prepared.inputs;
+    const env: Record<string, string> = {};
+    for (const e of command.environmentVariables) env[e.name] = e.value;
+    // Buck2 sends no PATH unless the user sets one (buck2#532). Without it a
+    // bare `sh` in argv[0] could not be found, so lre builds one from the
+    // `bin` directories of the closure, declared roots first. A PATH the
+    // client does send is used exactly as given.
+    if (!("PATH" in env)) env.PATH = closurePath(prepared.roots, prepared.closure);
+    const wd = command.workingDirectory;
+    const mounts: Mount[] = [
+      { kind: "ro-bind", source: view, target: "/nix/store" },
+      { kind: "bind", source: root, target: SANDBOX_ROOT },
+      { kind: "proc", target: "/proc" },
+      { kind: "dev", target: "/dev" },
+      { kind: "tmpfs", target: "/tmp", sizeBytes: this.opts.tmpSizeBytes ?? 1024 * 1024 * 1024 },
+    ];
+    return {
+      mounts,
+      env,
+      cwd: wd === "" ? SANDBOX_ROOT : `${SANDBOX_ROOT}/${wd}`,
+      argv: command.arguments,
+      network: "none",
+      hostname: "lre",
+    };
+  }
+
+  private timeoutOf(d: { seconds: number; nanos: number } | undefined): number {
+    if (d === undefined || (d.seconds === 0 && d.nanos === 0)) return this.defaultTimeoutMs;
+    const ms = d.seconds * 1000 + Math.floor(d.nanos / 1e6);
+    if (ms < 0) throw RpcError.invalidArgument(`Action.timeout is negative (${d.seconds} s)`);
+    if (ms > this.maxTimeoutMs) {
+      throw RpcError.invalidArgument(
+        `Action.timeout of ${ms / 1000} s exceeds this server's maximum of ${this.maxTimeoutMs / 1000} s; ask for less`,
+      );
+    }
+    return ms;
+  }
+}
+
+function closurePath(roots: ClosureRoots, closure: Closure): string {
+  const rootSet = new Set(roots.roots);
+  const ordered = [...roots.roots.filter((r) => closure.paths.includes(r)), ...closure.paths.filter((p) => !rootSet.has(p))];
+  return ordered.map((p) => `${p}/bin`).filter((b) => existsSync(b)).join(":");
+}
+
+function emptyResult(exitCode: number): ActionResult {
+  return {
+    outputFiles: [],
+    outputDirectories: [],
+    exitCode,
+    stdoutRaw: Buffer.alloc(0),
+    stdoutDigest: undefined,
+    stderrRaw: Buffer.alloc(0),
+    stderrDigest: undefined,
+    executionMetadata: undefined,
+    outputFileSymlinks: [],
+    outputDirectorySymlinks: [],
+    outputSymlinks: [],
+  };
+}
+
+/** A response for a failure after prepare: a non-OK status and, still, a result. */
+function failure(err: unknown, context: string, meta: Timeline): ExecuteResponse {
+  const rpc = err instanceof RpcError ? err : RpcError.internal(`${context}: ${err instanceof Error ? err.message : String(err)}`, err);
+  const result = emptyResult(0);
+  meta.mark("workerCompleted");
+  result.executionMetadata = meta.toProto(0);
+  return { result, cachedResult: false, status: toStatusProto(rpc), serverLogs: {}, message: rpc.message };
+}
+
+type Stamp =
+  | "workerStart"
+  | "inputFetchStart"
+  | "inputFetchCompleted"
+  | "executionStart"
+  | "executionCompleted"
+  | "outputUploadStart"
+  | "outputUploadCompleted"
+  | "workerCompleted";
+
+/** Collects the phase timestamps of ExecutedActionMetadata. */
+class Timeline {
+  private readonly stamps = new Map<Stamp, number>();
+  constructor(
+    private readonly clock: Clock,
+    private readonly worker: string,
+    private readonly queuedAtMs: number | undefined,
+  ) {}
+  mark(s: Stamp): void {
+    this.stamps.set(s, this.clock.nowMs());
+  }
+  toProto(wallMs: number): ExecutedActionMetadata {
+    const ts = (s: Stamp): Timestamp | undefined => {
+      const ms = this.stamps.get(s);
+      return ms === undefined ? undefined : toTimestamp(ms);
+    };
+    return {
+      worker: this.worker,
+      queuedTimestamp: this.queuedAtMs === undefined ? undefined : toTimestamp(this.queuedAtMs),
+      workerStartTimestamp: ts("workerStart"),
+      workerCompletedTimestamp: ts("workerCompleted"),
+      inputFetchStartTimestamp: ts("inputFetchStart"),
+      inputFetchCompletedTimestamp: ts("inputFetchCompleted"),
+      executionStartTimestamp: ts("executionStart"),
+      executionCompletedTimestamp: ts("executionCompleted"),
+      outputUploadStartTimestamp: ts("outputUploadStart"),
+      outputUploadCompletedTimestamp: ts("outputUploadCompleted"),
+      auxiliaryMetadata: [],
+      virtualExecutionDuration: wallMs > 0 ? { seconds: Math.floor(wallMs / 1000), nanos: Math.round((wallMs % 1000) * 1e6) } : undefined,
+    };
+  }
+}
+
+export function toTimestamp(ms: number): Timestamp {
+  return { seconds: Math.floor(ms / 1000), nanos: Math.round((ms % 1000) * 1e6) };
+}
+
+async function readTail(path: string, bytes: number): Promise<string> {
+  try {
+    const fh = await open(path, "r");
+    try {
+      const { size } = await fh.stat();
+      const len = Math.min(size, bytes);
+      const buf = Buffer.alloc(len);
+      await fh.read(buf, 0, len, size - len);
+      return buf.toString("utf8");
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    return "";
+  }
+}
+
+/**
+ * Removes an exec dir even when the action made parts of it read-only
+ * (chmod 0555 on a directory stops rm from deleting inside it).
+ */
+export async function removeTree(dir: string): Promise<void> {
+  try {
+    await rm(dir, { recursive: true, force: true });
+    return;
+  } catch {
+    // fall through: make every directory writable, then retry
+  }
+  const fix = async (d: string): Promise<void> => {
+    await chmod(d, 0o700).catch(() => {});
+    for (const e of await readdir(d).catch(() => [] as string[])) {
+      const p = join(d, e);
+      const st = await lstat(p).catch(() => undefined);
+      if (st?.isDirectory()) await fix(p);
+    }
+  };
+  await fix(dir);
+  await rm(dir, { recursive: true, force: true });
+}
