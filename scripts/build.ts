@@ -1,13 +1,14 @@
 /**
- * Compiles src/main.ts into one self-contained executable, dist/lre.
- * Run with the pinned Bun: `npm run build`.
+ * Compiles src/main.ts into one self-contained executable, dist/lre (or the
+ * path after --outfile). Run with the pinned Bun: `npm run build`.
  */
 import { mkdirSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { nativeAddonsPlugin } from "./native-addons-plugin";
 
 const root = join(import.meta.dir, "..");
-const outfile = join(root, "dist", "lre");
+const at = process.argv.indexOf("--outfile");
+const outfile = at > 0 && process.argv[at + 1] !== undefined ? resolve(process.argv[at + 1] as string) : join(root, "dist", "lre");
 
 // The plugin embeds the addons built for the machine running the build, so a
 // cross build would ship the wrong ones.
@@ -16,13 +17,14 @@ if (process.platform !== "linux" || process.arch !== "x64") {
   process.exit(1);
 }
 
-mkdirSync(join(root, "dist"), { recursive: true });
+mkdirSync(dirname(outfile), { recursive: true });
 
 const result = await Bun.build({
   entrypoints: [join(root, "src", "main.ts")],
   compile: { target: "bun-linux-x64", outfile },
   minify: false,
-  sourcemap: "inline",
+  // Linked maps would be a second file to ship; stack traces name bundle lines instead.
+  sourcemap: "none",
   plugins: [nativeAddonsPlugin()],
 });
 

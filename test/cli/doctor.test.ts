@@ -62,5 +62,4 @@ describe("lre doctor", () => {
     expect(r.exitCode).toBe(1);
     expect(r.stdout).toMatch(/^FAIL +socket: .* longer than the 107 bytes/m);
   });
-
 });

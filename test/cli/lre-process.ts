@@ -20,8 +20,9 @@ export interface Finished {
 }
 
 /** Runs `lre ARGS` to completion. */
-export async function lre(args: string[], opts: { env?: Record<string, string>; cmd?: string[] } = {}): Promise<Finished> {
+export async function lre(args: string[], opts: { env?: Record<string, string>; cmd?: string[]; cwd?: string } = {}): Promise<Finished> {
   const proc = Bun.spawn([...(opts.cmd ?? FROM_SOURCE), ...args], {
+    ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }),
     stdout: "pipe",
     stderr: "pipe",
     env: { ...process.env, ...opts.env },
