@@ -236,7 +236,7 @@ export class SizeBoundedBlobStore implements BlobStore {
     for await (const b of this.base.list()) {
       total += b.digest.sizeBytes;
       count++;
-      if (b.lastUsedMs >= protectFrom || b.digest.sizeBytes === 0) continue;
+      if (b.lastUsedMs > protectFrom || b.digest.sizeBytes === 0) continue;
       if (n === times.length) {
         times = grow(times);
         sizes = grow(sizes);
@@ -269,7 +269,7 @@ export class SizeBoundedBlobStore implements BlobStore {
     let freedBytes = 0;
     const victims: Digest[] = [];
     for await (const b of this.base.list()) {
-      if (b.lastUsedMs >= protectFrom || b.digest.sizeBytes === 0) continue;
+      if (b.lastUsedMs > protectFrom || b.digest.sizeBytes === 0) continue;
       if (b.lastUsedMs < cutoff) victims.push(b.digest);
       else if (b.lastUsedMs === cutoff) atCutoff.push(b.digest);
       if (victims.length >= 256) {
