@@ -90,10 +90,15 @@ export async function loadActionInputs(
 const EMPTY_TREE: InputTree = { directories: [], files: [], symlinks: [], fileDigests: [] };
 
 /**
- * Walks an input root breadth first, fetching each distinct Directory once
- * (a level at a time, in parallel), validating each as it arrives. Returns the
- * flattened tree and every blob that is absent: directories whose contents
- * could not be read, and files (checked with one findMissing).
+ * Reads an input root in three steps, so a hostile tree costs little:
+ * 1. fetch each distinct Directory once, breadth first and a level at a time
+ *    in parallel, validating each as it arrives (at the shallowest depth it
+ *    occurs, which is where a `..` symlink has the least room);
+ * 2. compute, per distinct Directory, its height and how many nodes it
+ *    expands to, rejecting deep trees and DAG blow-ups before any expansion;
+ * 3. flatten.
+ * Returns the flattened tree and every absent blob: directories whose
+ * contents could not be read, and files (checked with findMissing).
  */
 export async function walkInputTree(
   cas: BlobStore,
@@ -103,48 +108,67 @@ export async function walkInputTree(
   const fn = root.fn;
   const decoded = new Map<string, Directory | null>();
   const missing = new Map<string, Digest>();
+  /** Child directory digests of each distinct Directory, in order. */
+  const childDigests = new Map<string, Digest[]>();
+
+  let frontier: { path: string[]; digest: Digest }[] = [{ path: [], digest: root }];
+  for (let depth = 0; frontier.length > 0; depth++) {
+    if (depth > limits.maxDepth) throw tooDeep(limits, frontier[0]!.path.join("/"));
+    await fetchDirectories(cas, frontier.map((e) => e.digest), decoded, missing, limits);
+    const next: typeof frontier = [];
+    const queued = new Set<string>();
+    for (const { path, digest } of frontier) {
+      const dir = decoded.get(digestKey(digest));
+      if (dir === null || dir === undefined) continue; // absent: already listed in `missing`
+      validateDirectory(dir, path, path.length === 0 ? "the input root" : `input directory "${path.join("/")}"`);
+      const children: Digest[] = [];
+      for (const sub of dir.directories) {
+        const childPath = [...path, sub.name];
+        const d = fromWire(fn, sub.digest, `digest of input directory "${childPath.join("/")}"`);
+        children.push(d);
+        const k = digestKey(d);
+        if (!decoded.has(k) && !queued.has(k)) {
+          queued.add(k);
+          next.push({ path: childPath, digest: d });
+        }
+      }
+      childDigests.set(digestKey(digest), children);
+    }
+    frontier = next;
+  }
+
+  const { height, size } = measure(root, decoded, childDigests, limits);
+  if (height > limits.maxDepth + 1) throw tooDeep(limits, "");
+  if (size > limits.maxNodes) {
+    throw RpcError.invalidArgument(
+      `the input tree expands to more than ${limits.maxNodes} files, directories and symlinks; lre refuses trees that large`,
+    );
+  }
+
   const directories: string[] = [];
   const files: InputFile[] = [];
   const symlinks: InputSymlink[] = [];
   const fileDigests = new Map<string, Digest>();
-  let nodes = 0;
-
-  let level: { segments: string[]; digest: Digest }[] = [{ segments: [], digest: root }];
-  for (let depth = 0; level.length > 0; depth++) {
-    if (depth > limits.maxDepth) {
-      throw RpcError.invalidArgument(
-        `the input tree is nested deeper than ${limits.maxDepth} directories (at "${level[0]!.segments.join("/")}"); flatten it`,
-      );
-    }
-    await fetchDirectories(cas, level.map((e) => e.digest), decoded, missing, limits);
-    const next: typeof level = [];
-    for (const { segments, digest } of level) {
+  let level: { prefix: string; digest: Digest }[] = [{ prefix: "", digest: root }];
+  while (level.length > 0) {
+    const nextLevel: typeof level = [];
+    for (const { prefix, digest } of level) {
       const dir = decoded.get(digestKey(digest));
-      if (dir === null || dir === undefined) continue; // absent: already listed in `missing`
-      const where = segments.length === 0 ? "the input root" : `input directory "${segments.join("/")}"`;
-      validateDirectory(dir, segments, where);
-      nodes += dir.files.length + dir.directories.length + dir.symlinks.length;
-      if (nodes > limits.maxNodes) {
-        throw RpcError.invalidArgument(
-          `the input tree expands to more than ${limits.maxNodes} files, directories and symlinks; lre refuses trees that large`,
-        );
-      }
+      if (dir === null || dir === undefined) continue;
       for (const f of dir.files) {
-        const d = fromWire(fn, f.digest, `digest of input file "${[...segments, f.name].join("/")}"`);
-        files.push({ path: [...segments, f.name].join("/"), digest: d, executable: f.isExecutable });
+        const path = prefix + f.name;
+        const d = fromWire(fn, f.digest, `digest of input file "${path}"`);
+        files.push({ path, digest: d, executable: f.isExecutable });
         if (!isEmptyDigest(d)) fileDigests.set(digestKey(d), d);
       }
-      for (const s of dir.symlinks) {
-        symlinks.push({ path: [...segments, s.name].join("/"), target: s.target });
-      }
-      for (const sub of dir.directories) {
-        const childSegments = [...segments, sub.name];
-        const d = fromWire(fn, sub.digest, `digest of input directory "${childSegments.join("/")}"`);
-        directories.push(childSegments.join("/"));
-        next.push({ segments: childSegments, digest: d });
-      }
+      for (const l of dir.symlinks) symlinks.push({ path: prefix + l.name, target: l.target });
+      const children = childDigests.get(digestKey(digest)) ?? [];
+      dir.directories.forEach((sub, i) => {
+        directories.push(prefix + sub.name);
+        nextLevel.push({ prefix: `${prefix}${sub.name}/`, digest: children[i]! });
+      });
     }
-    level = next;
+    level = nextLevel;
   }
 
   const uniqueFiles = [...fileDigests.values()];
@@ -152,6 +176,52 @@ export async function walkInputTree(
     for (const d of await cas.findMissing(uniqueFiles.slice(i, i + 10_000))) missing.set(digestKey(d), d);
   }
   return { tree: { directories, files, symlinks, fileDigests: uniqueFiles }, missing: [...missing.values()] };
+}
+
+function tooDeep(limits: InputTreeLimits, at: string): RpcError {
+  return RpcError.invalidArgument(
+    `the input tree is nested deeper than ${limits.maxDepth} directories${at === "" ? "" : ` (at "${at}")`}; flatten it`,
+  );
+}
+
+/**
+ * Height and expanded node count of the tree under `root`, memoised per
+ * distinct Directory and capped just above the limit so the numbers stay
+ * small however large the DAG would expand. Iterative: a chain of distinct
+ * directories must not exhaust the call stack.
+ */
+function measure(
+  root: Digest,
+  decoded: ReadonlyMap<string, Directory | null>,
+  childDigests: ReadonlyMap<string, Digest[]>,
+  limits: InputTreeLimits,
+): { height: number; size: number } {
+  const memo = new Map<string, { height: number; size: number }>();
+  const stack: { key: string; expanded: boolean }[] = [{ key: digestKey(root), expanded: false }];
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1]!;
+    if (memo.has(top.key)) {
+      stack.pop();
+      continue;
+    }
+    const dir = decoded.get(top.key);
+    const children = (childDigests.get(top.key) ?? []).map(digestKey);
+    if (!top.expanded) {
+      top.expanded = true;
+      for (const c of children) if (!memo.has(c)) stack.push({ key: c, expanded: false });
+      continue;
+    }
+    stack.pop();
+    let height = 0;
+    let size = dir ? dir.files.length + dir.symlinks.length + dir.directories.length : 0;
+    for (const c of children) {
+      const m = memo.get(c) ?? { height: 0, size: 0 };
+      height = Math.max(height, m.height);
+      size = Math.min(size + m.size, limits.maxNodes + 1);
+    }
+    memo.set(top.key, { height: height + 1, size });
+  }
+  return memo.get(digestKey(root))!;
 }
 
 /** The one error Bazel's ExecuteRetrier acts on: every violation a MISSING blob. */
