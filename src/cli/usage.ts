@@ -43,3 +43,16 @@ export function commandUsage(c: CommandSpec): string {
 export function fullHelp(): string {
   return [generalUsage(), ...COMMANDS.map(commandUsage)].join("\n");
 }
+
+export const README_START = "<!-- cli-reference:start -->";
+export const README_END = "<!-- cli-reference:end -->";
+
+/** The README's CLI reference section, markers included: each command's help, verbatim. */
+export function cliReference(): string {
+  const blocks = [README_START, "", "```", generalUsage().trimEnd(), "```"];
+  for (const c of COMMANDS) {
+    blocks.push("", `### lre ${c.name}`, "", "```", commandUsage(c).trimEnd(), "```");
+  }
+  blocks.push("", README_END);
+  return blocks.join("\n");
+}

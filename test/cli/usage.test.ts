@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { COMMANDS, parseHostPort } from "../../src/cli/commands";
-import { commandUsage, fullHelp } from "../../src/cli/usage";
+import { cliReference, commandUsage, fullHelp } from "../../src/cli/usage";
 import { parseSize } from "../../src/config/size";
 import { REPO, lre } from "./lre-process";
 
@@ -80,6 +80,11 @@ describe("lre command line", () => {
       expect(readme).toContain(`lre ${c.name}`);
       for (const f of c.flags) expect(readme).toContain(`--${f.name}`);
     }
+  });
+
+  test("README's CLI reference is the help text, verbatim (fix with scripts/update-readme.ts)", () => {
+    const readme = readFileSync(join(REPO, "README.md"), "utf8");
+    expect(readme).toContain(cliReference());
   });
 });
 
