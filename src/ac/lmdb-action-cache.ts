@@ -1,0 +1,78 @@
+import type { Digest } from "../digest/digest";
+import { digestKey } from "../digest/digest";
+import { GrpcCode, RpcError, wrapError } from "../errors";
+import { ActionResult } from "../proto/build/bazel/remote/execution/v2/remote_execution";
+import type { LmdbEnv } from "../storage/lmdb-env";
+import { acquireEnv } from "../storage/lmdb-env";
+import type { ActionCache, CachedResult, ResultOrigin } from "./action-cache";
+
+const ORIGIN_BYTE: Readonly<Record<ResultOrigin, number>> = { sandbox: 1, client: 2 };
+
+/**
+ * The durable action cache, in the same LMDB env as the CAS. A value is one
+ * origin byte followed by the encoded ActionResult; the origin lets lre keep
+ * trusting its own sandbox results apart from client uploads. A put resolves
+ * only after the commit is flushed to disk.
+ */
+export class LmdbActionCache implements ActionCache {
+  private closed = false;
+
+  private constructor(private readonly env: LmdbEnv) {}
+
+  static async open(options: { dataDir: string }): Promise<LmdbActionCache> {
+    return new LmdbActionCache(await acquireEnv(options.dataDir));
+  }
+
+  async get(instance: string, action: Digest): Promise<CachedResult | undefined> {
+    this.checkOpen();
+    const value = this.env.ac.getBinary(keyOf(instance, action));
+    if (value === undefined || value.byteLength === 0) return undefined;
+    const origin: ResultOrigin = value[0] === ORIGIN_BYTE.sandbox ? "sandbox" : "client";
+    try {
+      return { result: ActionResult.decode(value.subarray(1)), origin };
+    } catch {
+      // An undecodable entry is as good as absent: the action simply runs again.
+      return undefined;
+    }
+  }
+
+  async put(instance: string, action: Digest, entry: CachedResult): Promise<void> {
+    this.checkOpen();
+    const encoded = ActionResult.encode(entry.result).finish();
+    const value = Buffer.allocUnsafe(encoded.byteLength + 1);
+    value[0] = ORIGIN_BYTE[entry.origin];
+    value.set(encoded, 1);
+    try {
+      await this.env.ac.put(keyOf(instance, action), value);
+      await this.env.root.flushed;
+    } catch (err) {
+      throw wrapError(err, `storing the action result of ${digestKey(action)}`);
+    }
+  }
+
+  /** Entries by origin, for `lre stats`. Reads only the first byte of each value it can. */
+  countByOrigin(): { sandbox: number; client: number } {
+    let sandbox = 0;
+    let client = 0;
+    for (const { value } of this.env.ac.getRange({})) {
+      if (value[0] === ORIGIN_BYTE.sandbox) sandbox++;
+      else client++;
+    }
+    return { sandbox, client };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.env.release();
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new RpcError(GrpcCode.UNAVAILABLE, "the action cache is closed; the server is shutting down, retry later");
+  }
+}
+
+// NUL cannot occur in an instance name, so instance and digest never blur together.
+function keyOf(instance: string, action: Digest): string {
+  return `${instance}\0${digestKey(action)}`;
+}
