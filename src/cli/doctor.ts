@@ -1,6 +1,6 @@
 import { Database } from "bun:sqlite";
-import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
-import { dirname } from "node:path";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmdirSync, statSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { freeBytesAt, nearestExisting, defaultMaxCacheBytes } from "../config/defaults";
 import { formatSize } from "../config/size";
 import { messageOf } from "./cli-error";
@@ -124,12 +124,22 @@ function checkNixDb(dbPath: string): CheckResult {
   }
 }
 
+/** Probes by writing, like serve; a directory that does not exist yet is judged by the ancestor it would be created in. */
 function checkDataDir(dataDir: string): CheckResult {
   try {
+    if (!existsSync(dataDir)) {
+      const base = nearestExisting(dataDir);
+      if (!statSync(base).isDirectory()) throw new Error(`"${base}" is not a directory`);
+      // access(W_OK) says yes to root even on read-only filesystems; creating something is the real test.
+      rmdirSync(mkdtempSync(join(base, ".lre-doctor-")));
+      return ok("data dir", `${dataDir} will be created (under ${base})`);
+    }
     ensureWritableDir(dataDir);
     return ok("data dir", `${dataDir} writable`);
   } catch (err) {
-    return fail("data dir", messageOf(err), [`mkdir -p ${dataDir} && chown $(id -u) ${dataDir}`, "or pass --data-dir DIR"]);
+    const why = messageOf(err);
+    const detail = why.startsWith("data dir") ? why : `data dir "${dataDir}" cannot be created: ${why}`;
+    return fail("data dir", detail, [`mkdir -p ${dataDir} && chown $(id -u) ${dataDir}`, "or pass --data-dir DIR"]);
   }
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { chmodSync, mkdirSync, symlinkSync } from "node:fs";
+import { chmodSync, mkdirSync, readdirSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import { lre, tempDir } from "./lre-process";
 
@@ -14,7 +14,7 @@ describe("lre doctor", () => {
     expect(r.stdout).toMatch(/^OK +namespaces: /m);
     expect(r.stdout).toMatch(/^OK +nix store: \/nix\/store readable/m);
     expect(r.stdout).toMatch(/^OK +nix database: \/nix\/var\/nix\/db\/db\.sqlite readable \(\d+ valid paths\)$/m);
-    expect(r.stdout).toContain(`data dir: ${join(d, "data")} writable`);
+    expect(r.stdout).toContain(`data dir: ${join(d, "data")} will be created (under ${d})`);
     expect(r.stdout).toMatch(/^OK +free disk: .* free at /m);
     expect(r.stdout).toMatch(/^OK +socket: /m);
     expect(r.stdout).toContain("lre serve can run on this machine");
@@ -37,11 +37,18 @@ describe("lre doctor", () => {
     expect(r.stdout).toContain("problem(s) above block lre serve");
   });
 
+  test("an existing writable data dir is probed by writing to it, and left as it was", async () => {
+    const d = tempDir();
+    const r = await lre(["doctor", "--data-dir", d, "--socket", join(d, "lre.sock")]);
+    expect(r.stdout).toContain(`OK    data dir: ${d} writable`);
+    expect(readdirSync(d)).toEqual([]);
+  });
+
   test("a data dir that cannot be written fails with the fix", async () => {
     const d = tempDir();
     const r = await lre(["doctor", "--data-dir", "/proc/lre-data", "--socket", join(d, "lre.sock")]);
     expect(r.exitCode).toBe(1);
-    expect(r.stdout).toContain('FAIL  data dir: data dir "/proc/lre-data" cannot be written');
+    expect(r.stdout).toMatch(/FAIL  data dir: data dir "\/proc\/lre-data" cannot be (written|created)/);
     expect(r.stdout).toContain("fix: mkdir -p /proc/lre-data");
   });
 
