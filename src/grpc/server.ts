@@ -1,0 +1,133 @@
+import * as grpc from "@grpc/grpc-js";
+import type { ActionCache } from "../ac/action-cache";
+import type { BlobStore } from "../cas/blob-store";
+import type { DigestConfig } from "../digest/instance-name";
+import { GrpcCode, RpcError } from "../errors";
+import { createAcService } from "./ac-service";
+import { createByteStreamService } from "./bytestream-service";
+import { createCapabilitiesService } from "./capabilities-service";
+import { createCasService } from "./cas-service";
+import type { ServiceEntry } from "./service-entry";
+
+export type { ServiceEntry } from "./service-entry";
+
+export interface ServerConfig {
+  cas: BlobStore;
+  ac: ActionCache;
+  digests: DigestConfig;
+  /** Advertised in GetCapabilities; the Execution service itself comes through `extraServices`. */
+  execEnabled: boolean;
+  onAcLookup?: (hit: boolean) => void;
+  /** Further services to mount, such as Execution. */
+  extraServices?: ServiceEntry[];
+  /** At least one of the two. The socket's directory and permissions are the caller's business. */
+  listen: { socketPath?: string; tcp?: { host: string; port: number } };
+  /** How long an interrupted ByteStream upload may wait for its client to resume. Default 10 minutes. */
+  uploadIdleMs?: number;
+}
+
+export interface RunningServer {
+  socketPath?: string;
+  /** `host:port` actually bound (the real port when 0 was asked for); IPv6 hosts in brackets. */
+  tcpAddress?: string;
+  /** Stops accepting calls, lets running ones finish for up to `graceMs`, then cuts the rest. Idempotent. */
+  shutdown(graceMs: number): Promise<void>;
+}
+
+const MiB = 1024 * 1024;
+
+/**
+ * grpc-js defaults are loose in some places and too tight in others
+ * (reliability-targets.md §7, reapi-clients.md §8):
+ * - receive limit: 4 MiB by default, but a batch at exactly the advertised
+ *   4,000,000 bytes overflows that once framed (buck2#563), so allow 16 MiB;
+ * - send limit: unlimited by default; replies never need more than a batch;
+ * - keepalive: Buck2 pings every 30 s even when idle, and a GOAWAY
+ *   too_many_pings would kill its builds. grpc-js servers do not police pings,
+ *   and these settings say so for any transport that would;
+ * - concurrent streams: bounded so one connection cannot open unlimited calls.
+ */
+export const SERVER_OPTIONS: grpc.ServerOptions = {
+  "grpc.max_receive_message_length": 16 * MiB,
+  "grpc.max_send_message_length": 16 * MiB,
+  "grpc.keepalive_permit_without_calls": 1,
+  "grpc.http2.min_ping_interval_without_data_ms": 1000,
+  "grpc.http2.max_ping_strikes": 0,
+  "grpc.max_concurrent_streams": 1000,
+};
+
+export async function startServer(c: ServerConfig): Promise<RunningServer> {
+  const { socketPath, tcp } = c.listen;
+  if (socketPath === undefined && tcp === undefined) {
+    throw new TypeError("startServer needs listen.socketPath, listen.tcp or both");
+  }
+
+  const server = new grpc.Server(SERVER_OPTIONS);
+  const bytestream = createByteStreamService({
+    cas: c.cas,
+    digests: c.digests,
+    ...(c.uploadIdleMs === undefined ? {} : { uploadIdleMs: c.uploadIdleMs }),
+  });
+  const services: ServiceEntry[] = [
+    createCapabilitiesService({ execEnabled: c.execEnabled }),
+    createCasService({ cas: c.cas, digests: c.digests }),
+    bytestream,
+    createAcService({
+      ac: c.ac,
+      cas: c.cas,
+      digests: c.digests,
+      ...(c.onAcLookup === undefined ? {} : { onAcLookup: c.onAcLookup }),
+    }),
+    ...(c.extraServices ?? []),
+  ];
+  for (const s of services) server.addService(s.definition, s.implementation);
+
+  const running: RunningServer = { shutdown: () => Promise.resolve() };
+  try {
+    if (socketPath !== undefined) {
+      await bind(server, `unix://${socketPath}`);
+      running.socketPath = socketPath;
+    }
+    if (tcp !== undefined) {
+      const host = tcp.host.includes(":") && !tcp.host.startsWith("[") ? `[${tcp.host}]` : tcp.host;
+      const port = await bind(server, `${host}:${tcp.port}`);
+      running.tcpAddress = `${host}:${port}`;
+    }
+  } catch (err) {
+    server.forceShutdown();
+    await bytestream.close();
+    throw err;
+  }
+
+  let stopping: Promise<void> | undefined;
+  running.shutdown = (graceMs) => {
+    stopping ??= (async () => {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          // Calls still running after the grace period (say, a stuck upload) are cut off.
+          server.forceShutdown();
+          resolve();
+        }, Math.max(0, graceMs));
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      await bytestream.close();
+    })();
+    return stopping;
+  };
+  return running;
+}
+
+function bind(server: grpc.Server, target: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.bindAsync(target, grpc.ServerCredentials.createInsecure(), (err, port) => {
+      if (err) {
+        reject(new RpcError(GrpcCode.UNAVAILABLE, `cannot listen on ${target}: ${err.message}`, { cause: err }));
+      } else {
+        resolve(port);
+      }
+    });
+  });
+}
