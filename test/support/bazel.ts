@@ -32,7 +32,7 @@
  *   INFO: 4 processes: 3 remote cache hit, 1 internal.   (remote or disk cache)
  *   INFO: 1 process: 1 internal.
  */
-import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 
@@ -205,9 +205,17 @@ export class BazelError extends Error {
   }
 }
 
+/** One output file as a test compares it: its bytes and whether it is executable. */
+export interface OutputEntry {
+  readonly bytes: Uint8Array;
+  readonly executable: boolean;
+}
+
 export interface BazelWorkspaceOptions {
-  /** Workspace files by relative path. A WORKSPACE file is added if absent. */
-  readonly files: Readonly<Record<string, string>>;
+  /** A fixture directory copied in first (e.g. test/e2e/workspaces/NAME). */
+  readonly copyFrom?: string;
+  /** Workspace files by relative path, written after copyFrom. A WORKSPACE file is added if neither has one. */
+  readonly files?: Readonly<Record<string, string>>;
   /** Extra Bazel startup options (before the command). */
   readonly startupOptions?: readonly string[];
   /** Flags added to every build, before the per-build flags. */
@@ -240,8 +248,11 @@ export class BazelWorkspace {
     const outputUserRoot = join(root, "out");
     mkdirSync(dir);
     mkdirSync(outputUserRoot);
-    const files = { WORKSPACE: 'workspace(name = "lre_e2e")\n', ...options.files };
-    for (const [path, content] of Object.entries(files)) writeWorkspaceFile(dir, path, content);
+    if (options.copyFrom !== undefined) cpSync(options.copyFrom, dir, { recursive: true });
+    for (const [path, content] of Object.entries(options.files ?? {})) writeWorkspaceFile(dir, path, content);
+    if (!existsSync(join(dir, "WORKSPACE")) && !existsSync(join(dir, "WORKSPACE.bazel"))) {
+      writeWorkspaceFile(dir, "WORKSPACE", 'workspace(name = "lre_e2e")\n');
+    }
     const startup = [
       `--output_user_root=${outputUserRoot}`,
       "--nohome_rc",
@@ -296,20 +307,21 @@ export class BazelWorkspace {
   }
 
   /**
-   * Contents of build outputs under bazel-bin, keyed by path relative to
-   * bazel-bin; directories are walked and each file inside listed. Empty
-   * directories are listed with a trailing "/" and no bytes.
+   * Build outputs under bazel-bin, keyed by path relative to bazel-bin;
+   * directories are walked and each entry inside listed. Empty directories
+   * appear with a trailing "/" and no bytes.
    */
-  readOutputs(relatives: readonly string[]): Map<string, Uint8Array> {
-    const out = new Map<string, Uint8Array>();
+  readOutputs(relatives: readonly string[]): Map<string, OutputEntry> {
+    const out = new Map<string, OutputEntry>();
     const visit = (rel: string): void => {
       const abs = this.binPath(rel);
-      if (statSync(abs).isDirectory()) {
+      const st = statSync(abs);
+      if (st.isDirectory()) {
         const entries = readdirSync(abs).sort();
-        if (entries.length === 0) out.set(`${rel}/`, new Uint8Array());
+        if (entries.length === 0) out.set(`${rel}/`, { bytes: new Uint8Array(), executable: false });
         for (const name of entries) visit(`${rel}/${name}`);
       } else {
-        out.set(rel, new Uint8Array(readFileSync(abs)));
+        out.set(rel, { bytes: new Uint8Array(readFileSync(abs)), executable: (st.mode & 0o100) !== 0 });
       }
     };
     for (const rel of relatives) visit(rel);

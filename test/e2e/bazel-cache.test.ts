@@ -1,0 +1,125 @@
+/**
+ * Debian's Bazel 4.2.3 uses lre as its remote cache, over the Unix socket and
+ * over loopback TCP. The fixture (workspaces/cache-chain) has four cacheable
+ * actions: a genrule, a genrule with two outputs, a genrule reading both, and
+ * a Starlark rule whose output is a directory of nested files.
+ *
+ * One lre server and one Bazel server serve every test in this file; the
+ * tests run in order and each says what it expects of the cache before it.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { BazelWorkspace, countOf, type ProcessSummary } from "../support/bazel";
+import { startLre, type LreServer } from "../support/lre-server";
+
+const FIXTURE = join(import.meta.dir, "workspaces", "cache-chain");
+const TARGETS = ["//..."];
+/** Cacheable actions in the fixture: greeting, split, joined, tree. */
+const ACTIONS = 4;
+/** Everything the fixture builds, relative to bazel-bin. */
+const OUTPUTS = ["greeting.txt", "upper.txt", "bytes.bin", "joined.txt", "tree"];
+/** Generous per-test limit: a few Bazel builds on a loaded 2-core CI machine. Not a timing goal. */
+const TEST_TIMEOUT_MS = 300_000;
+
+/** Processes that did real work or came from the cache (Bazel also counts "internal" bookkeeping ones). */
+function actionCount(summary: ProcessSummary): number {
+  return summary.total - countOf(summary, "internal");
+}
+
+let lre: LreServer | undefined;
+let ws: BazelWorkspace | undefined;
+
+function server(): LreServer {
+  if (lre === undefined) throw new Error("lre did not start; see beforeAll");
+  return lre;
+}
+function workspace(): BazelWorkspace {
+  if (ws === undefined) throw new Error("the Bazel workspace was not created; see beforeAll");
+  return ws;
+}
+
+/** Builds everything from scratch (no local outputs, no local action cache) against lre. */
+async function cleanBuild(remoteFlags: readonly string[]) {
+  await workspace().clean();
+  return workspace().build(TARGETS, remoteFlags);
+}
+
+beforeAll(async () => {
+  lre = await startLre({ tcp: true });
+  ws = await BazelWorkspace.create({ copyFrom: FIXTURE });
+}, 600_000);
+
+afterAll(async () => {
+  // Both always run, so neither a Bazel server nor lre outlives the file.
+  try {
+    await ws?.dispose();
+  } finally {
+    await lre?.dispose();
+  }
+}, 120_000);
+
+describe("Bazel 4.2.3 with --remote_cache=unix://<socket>", () => {
+  test("a clean rebuild takes every action from lre and yields byte-identical outputs", async () => {
+    const flags = [`--remote_cache=${server().unixUri}`];
+
+    const first = await cleanBuild(flags);
+    expect(countOf(first.summary, "remote cache hit")).toBe(0);
+    expect(actionCount(first.summary)).toBe(ACTIONS);
+    const built = workspace().readOutputs(OUTPUTS);
+    expect(new TextDecoder().decode(built.get("greeting.txt")?.bytes)).toBe("hello from lre\n");
+    expect([...built.keys()].filter((k) => k.startsWith("tree/")).sort()).toEqual([
+      "tree/a/b/c/deep.txt",
+      "tree/a/copy.txt",
+      "tree/d/run.sh",
+      "tree/empty.txt",
+    ]);
+
+    const second = await cleanBuild(flags);
+    expect(countOf(second.summary, "remote cache hit")).toBe(ACTIONS);
+    expect(actionCount(second.summary)).toBe(ACTIONS);
+    expect(workspace().readOutputs(OUTPUTS)).toEqual(built);
+  }, TEST_TIMEOUT_MS);
+
+  test("--remote_instance_name keeps action caches apart", async () => {
+    const instance = (name: string) => [`--remote_cache=${server().unixUri}`, `--remote_instance_name=${name}`];
+
+    // The default instance already holds every action (previous test); team/a must not see them.
+    const firstInA = await cleanBuild(instance("team/a"));
+    expect(countOf(firstInA.summary, "remote cache hit")).toBe(0);
+    expect(actionCount(firstInA.summary)).toBe(ACTIONS);
+    const built = workspace().readOutputs(OUTPUTS);
+
+    const againInA = await cleanBuild(instance("team/a"));
+    expect(countOf(againInA.summary, "remote cache hit")).toBe(ACTIONS);
+    expect(workspace().readOutputs(OUTPUTS)).toEqual(built);
+
+    const firstInB = await cleanBuild(instance("team/b"));
+    expect(countOf(firstInB.summary, "remote cache hit")).toBe(0);
+    expect(actionCount(firstInB.summary)).toBe(ACTIONS);
+  }, TEST_TIMEOUT_MS);
+});
+
+describe("Bazel 4.2.3 with --remote_cache=grpc://127.0.0.1:PORT", () => {
+  test("results written over the socket are hits over TCP, and the other way round", async () => {
+    const tcp = server().tcpAddress;
+    expect(tcp).toBeDefined();
+    const viaSocket = [`--remote_cache=${server().unixUri}`, "--remote_instance_name=shared"];
+    const viaTcp = [`--remote_cache=grpc://${tcp}`, "--remote_instance_name=shared"];
+
+    const written = await cleanBuild(viaSocket);
+    expect(countOf(written.summary, "remote cache hit")).toBe(0);
+    const built = workspace().readOutputs(OUTPUTS);
+
+    const readOverTcp = await cleanBuild(viaTcp);
+    expect(countOf(readOverTcp.summary, "remote cache hit")).toBe(ACTIONS);
+    expect(workspace().readOutputs(OUTPUTS)).toEqual(built);
+    const joined = built.get("joined.txt")?.bytes ?? new Uint8Array();
+    const upperThenBytes = Buffer.concat([Buffer.from("HELLO FROM LRE\n"), Buffer.from([0, 1, 2, 0xff])]);
+    expect(Buffer.from(joined.subarray(0, upperThenBytes.length))).toEqual(upperThenBytes);
+
+    const writtenOverTcp = await cleanBuild([`--remote_cache=grpc://${tcp}`, "--remote_instance_name=shared-tcp"]);
+    expect(countOf(writtenOverTcp.summary, "remote cache hit")).toBe(0);
+    const readOverSocket = await cleanBuild([`--remote_cache=${server().unixUri}`, "--remote_instance_name=shared-tcp"]);
+    expect(countOf(readOverSocket.summary, "remote cache hit")).toBe(ACTIONS);
+  }, TEST_TIMEOUT_MS);
+});
