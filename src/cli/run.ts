@@ -4,7 +4,7 @@ import { COMMANDS, convertFlag } from "./commands";
 import type { Backend } from "./contracts";
 import { formatChecks, runChecks } from "./doctor";
 import { runGc } from "./gc";
-import { interimBackend } from "./interim-backend";
+import { lreBackend } from "./backend";
 import { parseFlags, UsageError } from "./parse-args";
 import { runServe } from "./serve";
 import { dataDirFrom, serveConfigFrom, socketPathFrom } from "./serve-config";
@@ -20,7 +20,7 @@ const out = (text: string) => void process.stdout.write(text);
 const err = (text: string) => void process.stderr.write(text);
 
 /** Runs one lre command line and returns the exit status. */
-export async function runCli(argv: readonly string[], backend: Backend = interimBackend): Promise<number> {
+export async function runCli(argv: readonly string[], backend: Backend = lreBackend): Promise<number> {
   const [first, ...rest] = argv;
   try {
     if (first === undefined) {

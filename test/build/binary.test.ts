@@ -112,11 +112,12 @@ describe("the compiled lre binary, alone in an empty directory", () => {
     expect(lmdbFiles.some((f) => f.endsWith("data.mdb"))).toBe(true);
   }, 60_000);
 
-  test("stats opens the LMDB store", async () => {
+  test("stats reads the blobs back from LMDB after the server has gone", async () => {
     const r = await lre(["stats", "--data-dir", join(dir, "data"), "--json"], { cmd: [exe], cwd: dir });
     expect(r.exitCode).toBe(0);
-    const stats = JSON.parse(r.stdout) as Record<string, unknown>;
+    const stats = JSON.parse(r.stdout) as { dataDir: string; blobs: number; bytes: number };
     expect(stats.dataDir).toBe(join(dir, "data"));
-    expect(typeof stats.blobs).toBe("number");
+    expect(stats.blobs).toBe(2);
+    expect(stats.bytes).toBe("hello from the sha256 smoke test".length + "hello from the blake3 smoke test".length);
   });
 });
