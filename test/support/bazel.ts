@@ -35,6 +35,8 @@
 import { chmodSync, cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { BinaryReader } from "@bufbuild/protobuf/wire";
+import { GetActionResultRequest, type Digest } from "../../src/proto/build/bazel/remote/execution/v2/remote_execution";
 
 /** Result of one child process run to completion. */
 export interface CommandResult {
@@ -367,4 +369,58 @@ function removeTree(path: string): void {
     makeWritable(path);
     rmSync(path, { recursive: true, force: true });
   }
+}
+
+/** One GetActionResult call found in a Bazel gRPC log. */
+export interface LoggedActionLookup {
+  readonly instanceName: string;
+  readonly actionDigest: Digest;
+  /** Whether the server answered with an ActionResult (a hit). */
+  readonly hit: boolean;
+}
+
+/**
+ * Reads the file Bazel writes with `--experimental_remote_grpc_log=PATH` and
+ * returns every GetActionResult call in it: the way to learn the digests of
+ * the Actions Bazel sent, which Bazel 4.2.3 prints nowhere else.
+ *
+ * The file is a sequence of length-delimited `remote_logging.LogEntry`
+ * messages (Bazel's src/main/protobuf/remote_execution_log.proto). We walk
+ * only the fields we need, by number: LogEntry.details = 4,
+ * RpcCallDetails.get_action_result = 8, GetActionResultDetails.request = 1
+ * and .response = 2. The request itself is a REAPI message and decoded with
+ * our generated code.
+ */
+export function readGrpcLogActionLookups(path: string): LoggedActionLookup[] {
+  const data = new Uint8Array(readFileSync(path));
+  const found: LoggedActionLookup[] = [];
+  const reader = new BinaryReader(data);
+  while (reader.pos < data.length) {
+    const entry = reader.bytes();
+    const details = lastField(entry, 4);
+    const lookup = details === undefined ? undefined : lastField(details, 8);
+    if (lookup === undefined) continue;
+    const request = lastField(lookup, 1);
+    if (request === undefined) continue;
+    const decoded = GetActionResultRequest.decode(request);
+    if (decoded.actionDigest === undefined) continue;
+    found.push({
+      instanceName: decoded.instanceName,
+      actionDigest: decoded.actionDigest,
+      hit: lastField(lookup, 2) !== undefined,
+    });
+  }
+  return found;
+}
+
+/** The bytes of the last length-delimited field with this number, if any. */
+function lastField(message: Uint8Array, fieldNo: number): Uint8Array | undefined {
+  const reader = new BinaryReader(message);
+  let value: Uint8Array | undefined;
+  while (reader.pos < message.length) {
+    const [no, wireType] = reader.tag();
+    if (no === fieldNo && wireType === 2) value = reader.bytes();
+    else reader.skip(wireType);
+  }
+  return value;
 }
