@@ -3,7 +3,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { digestOf } from "../../src/digest/hasher";
-import { ByteStreamClient, type WriteResponse } from "../../src/proto/google/bytestream/bytestream";
+import { ByteStreamClient } from "../../src/proto/google/bytestream/bytestream";
 import { startServe, stop, tempDir } from "./lre-process";
 
 test("work still running when --grace runs out is cut off, and the server still exits 0", async () => {
