@@ -165,10 +165,9 @@ export class LmdbBlobStore implements BlobStore {
           this.pendingUses.delete(key);
           if (entry === undefined) return;
           // Index first: a crash after this leaves at most an orphan body, never an entry without one.
-          void this.env.casIndex.remove(key);
-          void this.env.casUsed.remove(key);
-          if (entry[1] === BlobLocation.Inline) void this.env.casInline.remove(key);
-          await this.env.root.flushed;
+          const writes = [this.env.casIndex.remove(key), this.env.casUsed.remove(key)];
+          if (entry[1] === BlobLocation.Inline) writes.push(this.env.casInline.remove(key));
+          await this.durable(writes, `deleting ${formatDigest(d)}`);
           if (entry[1] === BlobLocation.File) await unlink(this.blobPath(d)).catch(ignoreNoEnt);
         }),
       ),
@@ -257,10 +256,14 @@ export class LmdbBlobStore implements BlobStore {
     await this.locks.run(key, async () => {
       this.checkOpen();
       // Body before index, queued in one batch: the index never names a body that is not there.
-      void this.env.casInline.put(key, Buffer.from(data.buffer, data.byteOffset, data.byteLength));
-      void this.env.casIndex.put(key, [digest.sizeBytes, BlobLocation.Inline]);
-      void this.env.casUsed.put(key, this.clock.nowMs());
-      await this.env.root.flushed;
+      await this.durable(
+        [
+          this.env.casInline.put(key, Buffer.from(data.buffer, data.byteOffset, data.byteLength)),
+          this.env.casIndex.put(key, [digest.sizeBytes, BlobLocation.Inline]),
+          this.env.casUsed.put(key, this.clock.nowMs()),
+        ],
+        `storing ${formatDigest(digest)}`,
+      );
     });
   }
 
@@ -276,10 +279,24 @@ export class LmdbBlobStore implements BlobStore {
       }
       await rename(tmp, this.blobPath(digest));
       await fsyncPath(shard);
-      void this.env.casIndex.put(key, [digest.sizeBytes, BlobLocation.File]);
-      void this.env.casUsed.put(key, this.clock.nowMs());
-      await this.env.root.flushed;
+      await this.durable(
+        [this.env.casIndex.put(key, [digest.sizeBytes, BlobLocation.File]), this.env.casUsed.put(key, this.clock.nowMs())],
+        `indexing ${formatDigest(digest)}`,
+      );
     });
+  }
+
+  /**
+   * Waits for writes queued together (one LMDB batch, one commit) and then for
+   * the flush to disk: with overlappingSync a commit is not yet durable.
+   */
+  private async durable(writes: Promise<unknown>[], context: string): Promise<void> {
+    try {
+      await Promise.all(writes);
+      await this.env.root.flushed;
+    } catch (err) {
+      throw ioError(err, context);
+    }
   }
 
   private async scrub(orphanGraceMs: number): Promise<void> {
@@ -479,7 +496,8 @@ function processAlive(pid: number): boolean {
 /** A full disk or quota is RESOURCE_EXHAUSTED (the client may retry after space is freed); other I/O errors keep their code or become INTERNAL. */
 function ioError(err: unknown, context: string): RpcError {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  if (code === "ENOSPC" || code === "EDQUOT" || code === "EFBIG") {
+  const message = err instanceof Error ? err.message : "";
+  if (code === "ENOSPC" || code === "EDQUOT" || code === "EFBIG" || /MDB_MAP_FULL|No space left/.test(message)) {
     return new RpcError(GrpcCode.RESOURCE_EXHAUSTED, `${context}: the disk is full (${code}); free space or lower maxBytes`, { cause: err });
   }
   return wrapError(err, context);
