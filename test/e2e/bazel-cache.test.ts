@@ -123,3 +123,22 @@ describe("Bazel 4.2.3 with --remote_cache=grpc://127.0.0.1:PORT", () => {
     expect(countOf(readOverSocket.summary, "remote cache hit")).toBe(ACTIONS);
   }, TEST_TIMEOUT_MS);
 });
+
+describe("Bazel 4.2.3 with --remote_proxy=unix:<socket>", () => {
+  // Another way to reach the socket: Bazel dials the socket but names the
+  // target given in --remote_cache as the HTTP/2 :authority. With
+  // --remote_cache=unix://... Bazel 4.2.3 sends the socket path as :authority
+  // instead, which an HTTP/2 server may reject as malformed.
+  test("a clean rebuild through the proxy socket takes every action from lre", async () => {
+    const flags = [`--remote_proxy=unix:${server().socketPath}`, "--remote_cache=grpc://localhost", "--remote_instance_name=proxied"];
+
+    const first = await cleanBuild(flags);
+    expect(countOf(first.summary, "remote cache hit")).toBe(0);
+    expect(actionCount(first.summary)).toBe(ACTIONS);
+    const built = workspace().readOutputs(OUTPUTS);
+
+    const second = await cleanBuild(flags);
+    expect(countOf(second.summary, "remote cache hit")).toBe(ACTIONS);
+    expect(workspace().readOutputs(OUTPUTS)).toEqual(built);
+  }, TEST_TIMEOUT_MS);
+});

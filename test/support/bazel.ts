@@ -275,7 +275,19 @@ export class BazelWorkspace {
   async run(command: string, args: readonly string[] = []): Promise<BazelResult> {
     const argv = [this.bazel, ...this.startupOptions, command, ...args];
     const result = await runCommand(argv, { cwd: this.dir });
-    return { ...result, argv, summary: parseProcessSummary(result.stderr) };
+    let stderr = result.stderr;
+    if (stderr.includes("Server terminated abruptly")) stderr += this.serverLogTail();
+    return { ...result, stderr, argv, summary: parseProcessSummary(result.stderr) };
+  }
+
+  /** The end of the Bazel server's own log (jvm.out), to explain a crashed server. */
+  private serverLogTail(): string {
+    const tails: string[] = [];
+    for (const base of readdirSync(this.outputUserRoot)) {
+      const log = join(this.outputUserRoot, base, "server", "jvm.out");
+      if (existsSync(log)) tails.push(`\n--- ${log} (end) ---\n${readFileSync(log, "utf8").slice(-8000)}`);
+    }
+    return tails.join("");
   }
 
   /** `bazel build` of targets with extra flags; a failed build returns its result too. */
