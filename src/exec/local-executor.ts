@@ -98,6 +98,12 @@ export interface PreparedAction {
   readonly doNotCache: boolean;
 }
 
+/** What the scheduler carries for each operation: the response plus what WaitExecution must report. */
+export interface ExecutionOutcome {
+  readonly actionDigest: Digest;
+  readonly response: ExecuteResponse;
+}
+
 export interface RunHooks {
   /** When the action entered the queue (ExecutedActionMetadata.queued_timestamp). */
   readonly queuedAtMs?: number;

@@ -6,7 +6,7 @@ import type { Digest, DigestFn } from "../digest/digest";
 import { DIGEST_FUNCTIONS, digestKey, fnToWire, fromWire, toWire } from "../digest/digest";
 import { type DigestConfig, instanceDefaultFn, parseInstanceName, requestDigestFn } from "../digest/instance-name";
 import { GrpcCode, RpcError } from "../errors";
-import type { ExecuteTask, PreparedAction, RunHooks } from "../exec/local-executor";
+import type { ExecuteTask, ExecutionOutcome, PreparedAction, RunHooks } from "../exec/local-executor";
 import type { OperationStage, Scheduler } from "../exec/scheduler";
 import {
   DigestFunction_Value,
@@ -31,11 +31,7 @@ export interface ActionExecutor {
   execute(prepared: PreparedAction, hooks?: RunHooks): Promise<ExecuteResponse>;
 }
 
-/** What the scheduler carries for each operation: the response plus what WaitExecution must report. */
-export interface ExecutionOutcome {
-  readonly actionDigest: Digest;
-  readonly response: ExecuteResponse;
-}
+export type { ExecutionOutcome };
 
 export interface ExecutionServiceDeps {
   readonly cas: BlobStore;

@@ -365,3 +365,23 @@ function processesMentioning(needle: string): number[] {
   }
   return found;
 }
+
+describe("Execute progress", () => {
+  let fast: ExecHarness;
+  beforeAll(async () => {
+    fast = await startExecHarness({ progressIntervalMs: 100 });
+  }, 300_000);
+  afterAll(async () => {
+    await fast?.close();
+  });
+
+  test("while an action runs, its stage is re-sent at the configured interval until done", async () => {
+    const root = await putDirectory(fast.cas, {});
+    const actionDigest = await putAction(fast.cas, { argv: [fast.toolchain.shell, "-c", "sleep 1"] }, root, { salt: salt() });
+    const ops = await fast.clients.execute({ actionDigest });
+    const executing = stages(ops).filter((s) => s === ExecutionStage_Value.EXECUTING);
+    expect(executing.length).toBeGreaterThan(2);
+    expect(ops.filter((o) => o.done)).toHaveLength(1);
+    expect(ops[ops.length - 1]!.done).toBe(true);
+  }, 30_000);
+});
