@@ -3,6 +3,7 @@ import type { ActionCache } from "../ac/action-cache";
 import type { BlobStore } from "../cas/blob-store";
 import type { DigestConfig } from "../digest/instance-name";
 import { GrpcCode, RpcError } from "../errors";
+import { CallTracker } from "./call-tracker";
 import { createAcService } from "./ac-service";
 import { createByteStreamService } from "./bytestream-service";
 import { createCapabilitiesService } from "./capabilities-service";
@@ -56,6 +57,9 @@ export const SERVER_OPTIONS: grpc.ServerOptions = {
   "grpc.max_concurrent_streams": 1000,
 };
 
+/** How long replies already sent get to reach clients once the grace period is over. */
+const FLUSH_MS = 1000;
+
 export async function startServer(c: ServerConfig): Promise<RunningServer> {
   const { socketPath, tcp } = c.listen;
   if (socketPath === undefined && tcp === undefined) {
@@ -80,7 +84,11 @@ export async function startServer(c: ServerConfig): Promise<RunningServer> {
     }),
     ...(c.extraServices ?? []),
   ];
-  for (const s of services) server.addService(s.definition, s.implementation);
+  const calls = new CallTracker();
+  for (const s of services) {
+    const tracked = calls.wrap(s);
+    server.addService(tracked.definition, tracked.implementation);
+  }
 
   const running: RunningServer = { shutdown: () => Promise.resolve() };
   try {
@@ -102,12 +110,18 @@ export async function startServer(c: ServerConfig): Promise<RunningServer> {
   let stopping: Promise<void> | undefined;
   running.shutdown = (graceMs) => {
     stopping ??= (async () => {
+      // Refuse new calls and give those already running the grace period.
+      // The listeners stay bound until then: under Bun's http2, closing a
+      // listener (grpc-js unbind) also drops its open connections, which
+      // would cut off the very uploads the grace period is for.
+      await calls.drain(graceMs);
+      // The last replies may still be in flight: close sessions gracefully so
+      // they are flushed, and cut off whatever is left after a short wait.
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
-          // Calls still running after the grace period (say, a stuck upload) are cut off.
           server.forceShutdown();
           resolve();
-        }, Math.max(0, graceMs));
+        }, FLUSH_MS);
         server.tryShutdown(() => {
           clearTimeout(timer);
           resolve();
