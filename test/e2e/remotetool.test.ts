@@ -24,12 +24,26 @@ function target(instance = ""): RemotetoolTarget {
   return { service: lre.unixUri, instance };
 }
 
-/** Runs remotetool and fails the test with its stderr unless it exits 0. */
+/**
+ * remotetool retries a call that failed or hit its deadline, logging
+ * "call failed ... retrying" only at verbosity 3. These flags make every
+ * retry visible, with a per-call deadline far above what a healthy call needs
+ * on a slow machine, so a call that stalls shows up as a retry in the log.
+ */
+const SHOW_RETRIES = { v: "3", rpc_timeouts: "default=30s" };
+
+/** Runs remotetool and fails the test with its stderr unless it exits 0 without retrying a call. */
 async function ok(instance: string, operation: string, args: Record<string, string>): Promise<string> {
   if (tool === undefined) throw new Error("remotetool was not built; see beforeAll");
-  const result = await remotetool(tool, target(instance), operation, args);
-  if (result.exitCode !== 0) {
-    throw new Error(`remotetool ${operation} exited with ${result.exitCode}\n${result.stderr}\n${lre?.output() ?? ""}`);
+  const result = await remotetool(tool, target(instance), operation, { ...SHOW_RETRIES, ...args });
+  const failure =
+    result.exitCode !== 0
+      ? `exited with ${result.exitCode}`
+      : /retrying/.test(result.stderr)
+        ? "succeeded only after retrying a failed or stalled call"
+        : undefined;
+  if (failure !== undefined) {
+    throw new Error(`remotetool ${operation} ${failure}\n${result.stderr}\n${lre?.output() ?? ""}`);
   }
   return result.stdout;
 }
@@ -68,7 +82,7 @@ afterAll(async () => {
 }, 120_000);
 
 describe("remotetool over unix://<socket>", () => {
-  test("blobs uploaded with upload_blob download byte-identical", async () => {
+  test("blobs uploaded with upload_blob download byte-identical, each call succeeding the first time", async () => {
     const cases: Record<string, Uint8Array> = {
       "small.txt": new TextEncoder().encode("a small blob\n"),
       // Larger than one 4 MiB gRPC message, so ByteStream has to chunk both ways.
