@@ -1,0 +1,361 @@
+/**
+ * Runs one SandboxSpec under bubblewrap and reports how it ended.
+ *
+ * Lifetime: bwrap's pid 1 (its reaper) is the only process we need to kill.
+ * When it dies the kernel SIGKILLs everything left in the sandbox's pid
+ * namespace, so double-forked or setsid'd daemons cannot outlive the action;
+ * `--die-with-parent` extends that to lre itself dying. On timeout the
+ * action's processes get SIGTERM first, then pid 1 gets SIGKILL after a grace
+ * period (pid 1 of a namespace ignores SIGTERM from outside, so TERM goes to
+ * its descendants, found by their pid-namespace inode).
+ *
+ * Process limit (fork bombs): the pid namespace has no size cap of its own.
+ * RLIMIT_NPROC would do, but the kernel never enforces it for uid 0 and, set
+ * on bwrap before it creates its user namespace, it would count all of the
+ * user's host processes. So the limit is applied to the sandbox's pid 1 while
+ * bwrap holds it at `--block-fd`, before the command is forked:
+ *  - a pids cgroup (v1 `pids` hierarchy or a v2 directory with the pids
+ *    controller) when one is writable: works for root and anyone delegated;
+ *  - otherwise, for a non-root lre, RLIMIT_NPROC on pid 1 via prlimit(1):
+ *    counted per (user namespace, uid), so only the sandbox's processes count.
+ * If neither is possible the run is refused rather than silently unlimited.
+ *
+ * Output: stdout and stderr are pumped through lre into the given files so
+ * their size can be capped; past the cap the action is killed.
+ */
+import { closeSync, constants as fsc, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmdirSync, accessSync, writeFileSync, writeSync } from "node:fs";
+import { open } from "node:fs/promises";
+import { constants as osc } from "node:os";
+import { join } from "node:path";
+import { toBwrapOptions } from "./bwrap-args";
+import type { SandboxSpec } from "./spec";
+
+export interface RunOptions {
+  /** @default "bwrap" found on PATH, else /usr/bin/bwrap */
+  readonly bwrapPath?: string;
+  /** Files receiving the action's stdout and stderr (created or truncated). */
+  readonly stdoutPath: string;
+  readonly stderrPath: string;
+  readonly timeoutMs: number;
+  /** Time between SIGTERM and SIGKILL. @default 5000 */
+  readonly killGraceMs?: number;
+  /** Per stream; beyond it the stream is truncated and the action killed. @default 64 MiB */
+  readonly maxOutputBytes?: number;
+  /** Processes (and threads) the sandbox may hold at once. @default 1024 */
+  readonly maxProcesses?: number | "unlimited";
+  /** A writable pids-cgroup directory to create per-run cgroups in. @default auto-detected */
+  readonly pidsCgroupDir?: string;
+  readonly signal?: AbortSignal;
+}
+
+export interface RunResult {
+  /** The command's exit status; 128 + N when it died of signal N. */
+  readonly exitCode: number;
+  /** Name of the signal that ended the command, when it was one. */
+  readonly signal?: string;
+  readonly timedOut: boolean;
+  readonly outputLimitExceeded?: boolean;
+  /** The caller's AbortSignal fired and the sandbox was killed. */
+  readonly aborted?: boolean;
+  readonly wallMs: number;
+}
+
+/** Options longer than this travel through `--args FD` instead of argv. */
+const ARGS_FD_THRESHOLD_BYTES = 64 * 1024;
+const DEFAULT_MAX_OUTPUT = 64 * 1024 * 1024;
+const DEFAULT_MAX_PROCESSES = 1024;
+// Child fd numbers (Bun maps stdio[i] to fd i in the child).
+const STATUS_FD = 3;
+const BLOCK_FD = 4;
+const ARGS_FD = 5;
+
+let cgroupSeq = 0;
+
+export async function runSandboxed(spec: SandboxSpec, opts: RunOptions): Promise<RunResult> {
+  const started = performance.now();
+  const options = toBwrapOptions(spec);
+  const maxProcesses = opts.maxProcesses ?? DEFAULT_MAX_PROCESSES;
+  const limitProcesses = maxProcesses !== "unlimited";
+  const pidsCgroupParent = limitProcesses ? (opts.pidsCgroupDir ?? findPidsCgroupDir()) : undefined;
+  if (limitProcesses && pidsCgroupParent === undefined && process.getuid?.() === 0) {
+    throw new Error(
+      "Cannot limit sandbox processes: running as root (where RLIMIT_NPROC is not enforced) and no writable pids cgroup was found; " +
+        "mount the cgroup pids controller, pass pidsCgroupDir, or set maxProcesses to \"unlimited\"",
+    );
+  }
+  const useArgsFd = Buffer.byteLength(options.join("\0")) > ARGS_FD_THRESHOLD_BYTES;
+  const argv = [
+    opts.bwrapPath ?? defaultBwrap(),
+    "--json-status-fd", String(STATUS_FD),
+    ...(limitProcesses ? ["--block-fd", String(BLOCK_FD)] : []),
+    ...(useArgsFd ? ["--args", String(ARGS_FD)] : options),
+    "--",
+    ...spec.argv,
+  ];
+
+  const stdoutFile = await open(opts.stdoutPath, "w");
+  const stderrFile = await open(opts.stderrPath, "w");
+  const proc = Bun.spawn(argv, {
+    stdio: ["ignore", "pipe", "pipe", "pipe", "pipe", ...(useArgsFd ? (["pipe"] as const) : [])],
+    env: {},
+  });
+  const extra = proc.stdio as unknown as (number | null)[];
+  const statusFd = extra[STATUS_FD] as number;
+  const blockFd = extra[BLOCK_FD] as number;
+  const argsFd = useArgsFd ? (extra[ARGS_FD] as number) : undefined;
+
+  let timedOut = false;
+  let aborted = false;
+  let outputLimitExceeded = false;
+  let childPid: number | undefined;
+  let pidNamespace: number | undefined;
+  let statusExitCode: number | undefined;
+  let cgroupDir: string | undefined;
+  let killing: Promise<void> | undefined;
+  let exited = false;
+
+  const kill = (graceMs: number): Promise<void> => {
+    killing ??= (async () => {
+      if (childPid !== undefined && pidNamespace !== undefined && graceMs > 0) {
+        signalNamespace(pidNamespace, childPid, "SIGTERM");
+        const deadline = Date.now() + graceMs;
+        while (!exited && Date.now() < deadline) await Bun.sleep(Math.min(20, graceMs));
+      }
+      if (exited) return;
+      // Killing pid 1 tears down the whole namespace; killing bwrap itself
+      // covers the window before pid 1 exists (die-with-parent does the rest).
+      if (childPid !== undefined) trySignal(childPid, "SIGKILL");
+      proc.kill("SIGKILL");
+    })();
+    return killing;
+  };
+
+  const timer = setTimeout(() => {
+    timedOut = true;
+    void kill(opts.killGraceMs ?? 5000);
+  }, opts.timeoutMs);
+  const onAbort = (): void => {
+    aborted = true;
+    void kill(0);
+  };
+  if (opts.signal?.aborted) onAbort();
+  opts.signal?.addEventListener("abort", onAbort, { once: true });
+
+  const maxOutput = opts.maxOutputBytes ?? DEFAULT_MAX_OUTPUT;
+  const onOverflow = (): void => {
+    outputLimitExceeded = true;
+    void kill(0);
+  };
+
+  try {
+    if (argsFd !== undefined) await writeAllAndClose(argsFd, Buffer.from(options.map((o) => o + "\0").join("")));
+
+    const statusDone = readStatus(statusFd, (doc) => {
+      if (typeof doc["child-pid"] === "number") {
+        childPid = doc["child-pid"];
+        if (typeof doc["pid-namespace"] === "number") pidNamespace = doc["pid-namespace"];
+        if (limitProcesses) {
+          try {
+            cgroupDir = applyProcessLimit(childPid, maxProcesses, pidsCgroupParent);
+            writeSync(blockFd, "1");
+          } catch (err) {
+            void kill(0);
+            throw err;
+          }
+        }
+      }
+      if (typeof doc["exit-code"] === "number") statusExitCode = doc["exit-code"];
+    });
+    const pumps = Promise.all([
+      pump(proc.stdout, stdoutFile, maxOutput, onOverflow),
+      pump(proc.stderr, stderrFile, maxOutput, onOverflow),
+    ]);
+    const outerCode = await proc.exited;
+    exited = true;
+    const [statusError] = await Promise.all([statusDone.then(() => undefined, (err: unknown) => err), pumps]);
+    if (statusError !== undefined) throw statusError;
+    if (killing) await killing;
+
+    // bwrap exits 1 on its own setup failures without an exit-code document.
+    const exitCode = statusExitCode ?? (proc.signalCode !== null ? 128 + signalNumber(proc.signalCode) : outerCode);
+    if (statusExitCode === undefined && !timedOut && !aborted && !outputLimitExceeded) {
+      const err = (await Bun.file(opts.stderrPath).text()).slice(0, 2000);
+      throw new Error(`bubblewrap failed to start the sandbox (exit ${outerCode}): ${err.trim() || "no message"}`);
+    }
+    const signal = exitCode > 128 ? signalName(exitCode - 128) : undefined;
+    return {
+      exitCode,
+      ...(signal !== undefined ? { signal } : {}),
+      timedOut,
+      ...(outputLimitExceeded ? { outputLimitExceeded } : {}),
+      ...(aborted ? { aborted } : {}),
+      wallMs: performance.now() - started,
+    };
+  } finally {
+    clearTimeout(timer);
+    opts.signal?.removeEventListener("abort", onAbort);
+    if (!exited) {
+      await kill(0);
+      await proc.exited;
+    }
+    for (const fd of [statusFd, blockFd]) tryClose(fd);
+    await stdoutFile.close();
+    await stderrFile.close();
+    if (cgroupDir) await removeCgroup(cgroupDir);
+  }
+}
+
+function defaultBwrap(): string {
+  return Bun.which("bwrap") ?? "/usr/bin/bwrap";
+}
+
+/** Reads bwrap's newline-separated JSON documents until EOF. */
+async function readStatus(fd: number, onDoc: (doc: Record<string, unknown>) => void): Promise<void> {
+  const decoder = new TextDecoder();
+  let buffered = "";
+  for await (const chunk of Bun.file(fd).stream()) {
+    buffered += decoder.decode(chunk, { stream: true });
+    let nl: number;
+    while ((nl = buffered.indexOf("\n")) >= 0) {
+      const line = buffered.slice(0, nl).trim();
+      buffered = buffered.slice(nl + 1);
+      if (line) onDoc(JSON.parse(line) as Record<string, unknown>);
+    }
+  }
+  if (buffered.trim()) onDoc(JSON.parse(buffered) as Record<string, unknown>);
+}
+
+async function pump(stream: ReadableStream<Uint8Array>, file: import("node:fs/promises").FileHandle, max: number, onOverflow: () => void): Promise<void> {
+  let written = 0;
+  for await (const chunk of stream) {
+    if (written >= max) continue; // keep draining so the action never blocks on a full pipe
+    const room = max - written;
+    const part = chunk.byteLength > room ? chunk.subarray(0, room) : chunk;
+    await file.write(part);
+    written += part.byteLength;
+    if (chunk.byteLength > room) onOverflow();
+  }
+}
+
+async function writeAllAndClose(fd: number, data: Buffer): Promise<void> {
+  let off = 0;
+  try {
+    while (off < data.length) {
+      try {
+        off += writeSync(fd, data, off, data.length - off);
+      } catch (err) {
+        // The socket may be non-blocking; bwrap drains it as it parses.
+        if ((err as { code?: string }).code !== "EAGAIN") throw err;
+        await Bun.sleep(1);
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Puts the held pid 1 under a process cap; returns the cgroup to remove later. */
+function applyProcessLimit(pid: number, max: number, cgroupParent: string | undefined): string | undefined {
+  if (cgroupParent !== undefined) {
+    const dir = join(cgroupParent, `lre-${process.pid}-${++cgroupSeq}`);
+    mkdirSync(dir);
+    writeFileSync(join(dir, "pids.max"), String(max));
+    writeFileSync(join(dir, "cgroup.procs"), String(pid));
+    return dir;
+  }
+  const r = Bun.spawnSync(["prlimit", `--pid=${pid}`, `--nproc=${max}:${max}`], { stderr: "pipe" });
+  if (r.exitCode !== 0) throw new Error(`Cannot limit sandbox processes with prlimit: ${r.stderr.toString().trim()}`);
+  return undefined;
+}
+
+/** A writable directory under which per-run pids cgroups can be created. */
+export function findPidsCgroupDir(): string | undefined {
+  const candidates: string[] = [];
+  let own: { v1?: string; v2?: string } = {};
+  try {
+    for (const line of readFileSync("/proc/self/cgroup", "utf8").split("\n")) {
+      const [, controllers, path] = line.split(":");
+      if (controllers === undefined || path === undefined) continue;
+      if (controllers.split(",").includes("pids")) own = { ...own, v1: path };
+      if (controllers === "") own = { ...own, v2: path };
+    }
+  } catch {
+    return undefined;
+  }
+  if (own.v1 !== undefined) candidates.push(join("/sys/fs/cgroup/pids", own.v1), "/sys/fs/cgroup/pids");
+  if (own.v2 !== undefined) {
+    // v2 allows children with controllers only where subtree_control enables
+    // them, and (except at the root) no processes of ours may sit there.
+    for (const dir of [join("/sys/fs/cgroup", own.v2), "/sys/fs/cgroup"]) {
+      try {
+        if (readFileSync(join(dir, "cgroup.subtree_control"), "utf8").split(/\s+/).includes("pids")) candidates.push(dir);
+      } catch {
+        // not a cgroup2 mount
+      }
+    }
+  }
+  for (const dir of candidates) {
+    try {
+      if (!existsSync(join(dir, "cgroup.procs"))) continue;
+      accessSync(dir, fsc.W_OK);
+      return dir;
+    } catch {
+      // not writable: try the next
+    }
+  }
+  return undefined;
+}
+
+async function removeCgroup(dir: string): Promise<void> {
+  // Exited tasks linger briefly as zombies while their parent reaps them.
+  for (let i = 0; i < 100; i++) {
+    try {
+      rmdirSync(dir);
+      return;
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code === "ENOENT") return;
+      if (code !== "EBUSY") throw err;
+      await Bun.sleep(10);
+    }
+  }
+}
+
+/** Signals every process in the sandbox's pid namespace except its pid 1. */
+function signalNamespace(pidNs: number, initPid: number, sig: NodeJS.Signals): void {
+  const want = `pid:[${pidNs}]`;
+  for (const name of readdirSync("/proc")) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid) || pid === initPid) continue;
+    try {
+      if (readlinkSync(`/proc/${pid}/ns/pid`) === want) trySignal(pid, sig);
+    } catch {
+      // exited meanwhile
+    }
+  }
+}
+
+function trySignal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // already gone
+  }
+}
+
+function tryClose(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // already closed
+  }
+}
+
+function signalNumber(sig: number | NodeJS.Signals): number {
+  return typeof sig === "number" ? sig : osc.signals[sig];
+}
+
+function signalName(n: number): string | undefined {
+  for (const [name, num] of Object.entries(osc.signals)) if (num === n) return name;
+  return undefined;
+}
