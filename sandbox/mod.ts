@@ -16,5 +16,5 @@ export {
 export type { ClosureResolverOptions } from "./closure";
 export { DEFAULT_VIEWS_DIR, collectClosureViews, ensureClosureView } from "./closure-view";
 export type { ClosureViewOptions, CollectViewsOptions } from "./closure-view";
-export { findPidsCgroupDir, runSandboxed } from "./run";
+export { SandboxStartError, findPidsCgroupDir, runSandboxed } from "./run";
 export type { RunOptions, RunResult } from "./run";

@@ -48,6 +48,18 @@ export interface RunOptions {
   readonly signal?: AbortSignal;
 }
 
+/**
+ * bwrap never ran the command: a mount source is missing, the command cannot
+ * be executed, or a namespace could not be created. Kept apart from a
+ * command's own failure so that callers never cache it as an action result.
+ */
+export class SandboxStartError extends Error {
+  override readonly name = "SandboxStartError";
+  constructor(readonly bwrapExitCode: number, readonly bwrapMessage: string) {
+    super(`Cannot start the sandbox: bubblewrap exited with ${bwrapExitCode}: ${bwrapMessage || "no message"}`);
+  }
+}
+
 export interface RunResult {
   /** The command's exit status; 128 + N when it died of signal N. */
   readonly exitCode: number;
@@ -159,8 +171,13 @@ export async function runSandboxed(spec: SandboxSpec, opts: RunOptions): Promise
             cgroupDir = applyProcessLimit(childPid, maxProcesses, pidsCgroupParent);
             writeSync(blockFd, "1");
           } catch (err) {
-            void kill(0);
-            throw err;
+            // EPIPE/ESRCH: bwrap already failed its setup and exited; its own
+            // message will be reported. Anything else: never run unlimited.
+            const code = (err as { code?: string }).code;
+            if (code !== "EPIPE" && code !== "ESRCH") {
+              void kill(0);
+              throw err;
+            }
           }
         }
       }
@@ -179,8 +196,8 @@ export async function runSandboxed(spec: SandboxSpec, opts: RunOptions): Promise
     // bwrap exits 1 on its own setup failures without an exit-code document.
     const exitCode = statusExitCode ?? (proc.signalCode !== null ? 128 + signalNumber(proc.signalCode) : outerCode);
     if (statusExitCode === undefined && !timedOut && !aborted && !outputLimitExceeded) {
-      const err = (await Bun.file(opts.stderrPath).text()).slice(0, 2000);
-      throw new Error(`bubblewrap failed to start the sandbox (exit ${outerCode}): ${err.trim() || "no message"}`);
+      const stderr = (await Bun.file(opts.stderrPath).text()).slice(-4000);
+      throw new SandboxStartError(outerCode, stderr.trim());
     }
     const signal = exitCode > 128 ? signalName(exitCode - 128) : undefined;
     return {
@@ -257,6 +274,7 @@ async function writeAllAndClose(fd: number, data: Buffer): Promise<void> {
 /** Puts the held pid 1 under a process cap; returns the cgroup to remove later. */
 function applyProcessLimit(pid: number, max: number, cgroupParent: string | undefined): string | undefined {
   if (cgroupParent !== undefined) {
+    sweepStaleCgroups(cgroupParent);
     const dir = join(cgroupParent, `lre-${process.pid}-${++cgroupSeq}`);
     mkdirSync(dir);
     writeFileSync(join(dir, "pids.max"), String(max));
@@ -266,6 +284,33 @@ function applyProcessLimit(pid: number, max: number, cgroupParent: string | unde
   const r = Bun.spawnSync(["prlimit", `--pid=${pid}`, `--nproc=${max}:${max}`], { stderr: "pipe" });
   if (r.exitCode !== 0) throw new Error(`Cannot limit sandbox processes with prlimit: ${r.stderr.toString().trim()}`);
   return undefined;
+}
+
+const sweptCgroupParents = new Set<string>();
+
+/**
+ * Removes per-run cgroups left by an lre that was killed (it could not clean
+ * up). rmdir only succeeds on cgroups without tasks, so a live run's cgroup
+ * can never be removed from under it.
+ */
+function sweepStaleCgroups(parent: string): void {
+  if (sweptCgroupParents.has(parent)) return;
+  sweptCgroupParents.add(parent);
+  let names: string[];
+  try {
+    names = readdirSync(parent);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const m = /^lre-(\d+)-\d+$/.exec(name);
+    if (!m || Number(m[1]) === process.pid || existsSync(`/proc/${m[1]}`)) continue;
+    try {
+      rmdirSync(join(parent, name));
+    } catch {
+      // still has tasks, or already gone
+    }
+  }
 }
 
 /** A writable directory under which per-run pids cgroups can be created. */
