@@ -18,3 +18,5 @@ export { DEFAULT_VIEWS_DIR, collectClosureViews, ensureClosureView } from "./clo
 export type { ClosureViewOptions, CollectViewsOptions } from "./closure-view";
 export { SandboxStartError, findPidsCgroupDir, runSandboxed } from "./run";
 export type { RunOptions, RunResult } from "./run";
+export { actionSandboxSpec } from "./action-spec";
+export type { ActionSandboxOptions } from "./action-spec";

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { toBwrapArgs } from "../../sandbox/mod";
+import { actionSandboxSpec, toBwrapArgs } from "../../sandbox/mod";
 import type { SandboxSpec } from "../../sandbox/mod";
 
 const ISOLATION = ["--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL", "--die-with-parent", "--new-session"];
@@ -88,5 +88,34 @@ describe("toBwrapArgs", () => {
     expect(() => toBwrapArgs({ ...base, mounts: [{ kind: "bind", source: "/a/../etc", target: "/x" }] })).toThrow(/without "\.\."/);
     expect(() => toBwrapArgs({ ...base, mounts: [{ kind: "tmpfs", target: "/tmp", sizeBytes: 0 }] })).toThrow(/positive integer/);
     expect(() => toBwrapArgs({ ...base, hostname: "bad host" })).toThrow(/hostname/);
+  });
+});
+
+describe("actionSandboxSpec", () => {
+  test("the standard action layout: closure view as /nix/store, input root in place, proc, dev, capped /tmp", () => {
+    const spec = actionSandboxSpec({
+      closureView: "/nix/var/lre/views/abc",
+      inputRoot: "/var/lib/lre/exec/7/root",
+      workingDirectory: "pkg/sub",
+      argv: ["/nix/store/00000000000000000000000000000000-sh/bin/sh", "-c", "true"],
+      env: { PATH: "/nix/store/00000000000000000000000000000000-sh/bin" },
+    });
+    expect(toBwrapArgs(spec)).toEqual([
+      ...ISOLATION,
+      "--hostname", "localhost",
+      "--clearenv",
+      "--setenv", "PATH", "/nix/store/00000000000000000000000000000000-sh/bin",
+      "--proc", "/proc",
+      "--dev", "/dev",
+      "--size", String(512 * 1024 * 1024), "--tmpfs", "/tmp",
+      "--ro-bind", "/nix/var/lre/views/abc", "/nix/store",
+      "--bind", "/var/lib/lre/exec/7/root", "/var/lib/lre/exec/7/root",
+      "--chdir", "/var/lib/lre/exec/7/root/pkg/sub",
+      "--", "/nix/store/00000000000000000000000000000000-sh/bin/sh", "-c", "true",
+    ]);
+  });
+
+  test("a working directory may not leave the input root", () => {
+    expect(() => actionSandboxSpec({ closureView: "/v", inputRoot: "/r", workingDirectory: "../etc", argv: ["/x"], env: {} })).toThrow(/inside the input root/);
   });
 });

@@ -5,8 +5,8 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ClosureResolver, ensureClosureView } from "../../sandbox/mod";
-import type { Closure, Mount, SandboxSpec } from "../../sandbox/mod";
+import { ClosureResolver, actionSandboxSpec, ensureClosureView } from "../../sandbox/mod";
+import type { Closure, SandboxSpec } from "../../sandbox/mod";
 import { ensureNixToolchain } from "../support/nix-fixture";
 import type { NixToolchain } from "../support/nix-fixture";
 
@@ -40,19 +40,13 @@ export function tempDir(prefix: string): string {
 
 /** An action's sandbox: the closure view at /nix/store, an input root at /build, a 1 MiB /tmp. */
 export function actionSpec(w: SandboxWorld, inputRoot: string, script: string, extra: Partial<SandboxSpec> = {}): SandboxSpec {
-  const mounts: Mount[] = [
-    { kind: "ro-bind", source: w.view, target: "/nix/store" },
-    { kind: "bind", source: inputRoot, target: "/build" },
-    { kind: "proc", target: "/proc" },
-    { kind: "dev", target: "/dev" },
-    { kind: "tmpfs", target: "/tmp", sizeBytes: 1024 * 1024 },
-  ];
-  return {
-    mounts,
-    env: { PATH: `${w.nix.toolchainA}/bin`, HOME: "/build" },
-    cwd: "/build",
+  const { hostname: _ignored, ...spec } = actionSandboxSpec({
+    closureView: w.view,
+    inputRoot,
+    inputRootTarget: "/build",
     argv: [w.nix.shell, "-c", script],
-    network: "none",
-    ...extra,
-  };
+    env: { PATH: `${w.nix.toolchainA}/bin`, HOME: "/build" },
+    tmpSizeBytes: 1024 * 1024,
+  });
+  return { ...spec, ...extra };
 }
