@@ -107,10 +107,17 @@ export async function runSandboxed(spec: SandboxSpec, opts: RunOptions): Promise
 
   const stdoutFile = await open(opts.stdoutPath, "w");
   const stderrFile = await open(opts.stderrPath, "w");
-  const proc = Bun.spawn(argv, {
-    stdio: ["ignore", "pipe", "pipe", "pipe", "pipe", ...(useArgsFd ? (["pipe"] as const) : [])],
-    env: {},
-  });
+  let proc: Bun.Subprocess<"ignore", "pipe", "pipe">;
+  try {
+    proc = Bun.spawn(argv, {
+      stdio: ["ignore", "pipe", "pipe", "pipe", "pipe", ...(useArgsFd ? (["pipe"] as const) : [])],
+      env: {},
+    });
+  } catch (err) {
+    await stdoutFile.close();
+    await stderrFile.close();
+    throw new Error(`Cannot run bubblewrap "${argv[0]}": ${String(err)}; install bubblewrap or pass bwrapPath`);
+  }
   const extra = proc.stdio as unknown as (number | null)[];
   const statusFd = extra[STATUS_FD] as number;
   const blockFd = extra[BLOCK_FD] as number;

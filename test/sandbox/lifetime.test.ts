@@ -66,6 +66,10 @@ describe("exit status", () => {
     await expect(attempt).rejects.toThrow("/usr/bin/true");
   });
 
+  test("a missing bubblewrap binary is reported with what to do", async () => {
+    await expect(sh("true", { bwrapPath: "/nonexistent/bwrap" })).rejects.toThrow(/install bubblewrap or pass bwrapPath/);
+  });
+
   test("a missing mount source is a SandboxStartError too", async () => {
     const spec = actionSpec(w, root, "true");
     const attempt = run({ ...spec, mounts: [...spec.mounts, { kind: "ro-bind", source: "/nonexistent/lre", target: "/opt" }] });
