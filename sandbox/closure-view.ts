@@ -13,6 +13,7 @@ import { randomBytes } from "node:crypto";
 import { chmodSync, constants as fsc, copyFileSync, linkSync, lstatSync, mkdirSync, readdirSync, readlinkSync, symlinkSync } from "node:fs";
 import { chmod, lstat, mkdir, readdir, rename, rm, stat, utimes } from "node:fs/promises";
 import { basename, join } from "node:path";
+import { isPathHeld } from "./in-use";
 import type { Closure } from "./spec";
 
 export const DEFAULT_VIEWS_DIR = "/nix/var/lre/views";
@@ -136,7 +137,7 @@ async function touchIfExists(dir: string): Promise<boolean> {
 export interface CollectViewsOptions extends ClosureViewOptions {
   /** Keep at most this many views (most recently used first). */
   readonly keep: number;
-  /** Closure hashes never collected, e.g. views bound by running sandboxes. */
+  /** Closure hashes never collected. Views bound by sandboxes running in this process are always kept. */
   readonly inUse?: ReadonlySet<string>;
   /** Views used more recently than this are kept whatever `keep` says. @default 60000 */
   readonly minIdleMs?: number;
@@ -174,7 +175,7 @@ export async function collectClosureViews(options: CollectViewsOptions): Promise
   views.sort((a, b) => b.mtimeMs - a.mtimeMs || a.name.localeCompare(b.name));
   const removed: string[] = [];
   for (const view of views.slice(Math.max(0, options.keep))) {
-    if (options.inUse?.has(view.name) || now - view.mtimeMs < minIdleMs) continue;
+    if (options.inUse?.has(view.name) || isPathHeld(join(viewsDir, view.name)) || now - view.mtimeMs < minIdleMs) continue;
     const trash = join(viewsDir, `.trash-${view.name}-${randomBytes(6).toString("hex")}`);
     try {
       await rename(join(viewsDir, view.name), trash);

@@ -23,11 +23,12 @@
  * Output: stdout and stderr are pumped through lre into the given files so
  * their size can be capped; past the cap the action is killed.
  */
-import { closeSync, constants as fsc, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmdirSync, accessSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, constants as fsc, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmdirSync, statSync, accessSync, writeFileSync, writeSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { constants as osc } from "node:os";
 import { join } from "node:path";
 import { toBwrapOptions } from "./bwrap-args";
+import { holdPaths } from "./in-use";
 import type { SandboxSpec } from "./spec";
 
 export interface RunOptions {
@@ -95,9 +96,11 @@ export async function runSandboxed(spec: SandboxSpec, opts: RunOptions): Promise
         "mount the cgroup pids controller, pass pidsCgroupDir, or set maxProcesses to \"unlimited\"",
     );
   }
+  const bwrapPath = opts.bwrapPath ?? defaultBwrap();
+  refuseSetuid(bwrapPath);
   const useArgsFd = Buffer.byteLength(options.join("\0")) > ARGS_FD_THRESHOLD_BYTES;
   const argv = [
-    opts.bwrapPath ?? defaultBwrap(),
+    bwrapPath,
     "--json-status-fd", String(STATUS_FD),
     ...(limitProcesses ? ["--block-fd", String(BLOCK_FD)] : []),
     ...(useArgsFd ? ["--args", String(ARGS_FD)] : options),
@@ -123,6 +126,7 @@ export async function runSandboxed(spec: SandboxSpec, opts: RunOptions): Promise
   const blockFd = extra[BLOCK_FD] as number;
   const argsFd = useArgsFd ? (extra[ARGS_FD] as number) : undefined;
 
+  const release = holdPaths(spec.mounts.flatMap((m) => (m.kind === "ro-bind" || m.kind === "bind" ? [m.source] : [])));
   let timedOut = false;
   let aborted = false;
   let outputLimitExceeded = false;
@@ -216,6 +220,7 @@ export async function runSandboxed(spec: SandboxSpec, opts: RunOptions): Promise
       wallMs: performance.now() - started,
     };
   } finally {
+    release();
     clearTimeout(timer);
     opts.signal?.removeEventListener("abort", onAbort);
     if (!exited) {
@@ -226,6 +231,23 @@ export async function runSandboxed(spec: SandboxSpec, opts: RunOptions): Promise
     await stdoutFile.close();
     await stderrFile.close();
     if (cgroupDir) await removeCgroup(cgroupDir);
+  }
+}
+
+/**
+ * A setuid bwrap runs its setup with real root privileges on behalf of the
+ * caller and has had privilege-escalation bugs (CVE-2019-12439,
+ * CVE-2020-5291); lre needs none of that, so it refuses such a binary.
+ */
+function refuseSetuid(bwrapPath: string): void {
+  let mode: number;
+  try {
+    mode = statSync(bwrapPath).mode;
+  } catch {
+    return; // reported with advice when spawning fails
+  }
+  if (mode & 0o4000) {
+    throw new Error(`Refusing to run setuid bubblewrap "${bwrapPath}": use a non-setuid bwrap (user namespaces) instead`);
   }
 }
 
@@ -320,8 +342,15 @@ function sweepStaleCgroups(parent: string): void {
   }
 }
 
-/** A writable directory under which per-run pids cgroups can be created. */
+let pidsCgroupDirCache: { dir: string | undefined } | undefined;
+
+/** A writable directory under which per-run pids cgroups can be created (looked up once). */
 export function findPidsCgroupDir(): string | undefined {
+  pidsCgroupDirCache ??= { dir: lookUpPidsCgroupDir() };
+  return pidsCgroupDirCache.dir;
+}
+
+function lookUpPidsCgroupDir(): string | undefined {
   const candidates: string[] = [];
   let own: { v1?: string; v2?: string } = {};
   try {

@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, utimesSync } from "node:fs";
 import { basename, join } from "node:path";
-import { ClosureResolver, collectClosureViews, ensureClosureView } from "../../sandbox/mod";
+import { ClosureResolver, actionSandboxSpec, collectClosureViews, ensureClosureView, runSandboxed } from "../../sandbox/mod";
+import { tempDir } from "./helpers";
 import type { Closure } from "../../sandbox/mod";
 import { ensureNixToolchain } from "../support/nix-fixture";
 import type { NixToolchain } from "../support/nix-fixture";
@@ -89,6 +90,26 @@ describe("collectClosureViews", () => {
       expect(readdirSync(again)).toEqual([basename(nix.busybox)]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("a view bound by a running sandbox is never collected", async () => {
+    const dir = `${viewsDir}-gc3`;
+    const work = tempDir("gc-in-use");
+    try {
+      const closure = resolver.resolve([nix.toolchainA]);
+      const view = await ensureClosureView(closure, { viewsDir: dir });
+      const spec = actionSandboxSpec({ closureView: view, inputRoot: work, argv: [nix.shell, "-c", "touch running; sleep 600"], env: {} });
+      const controller = new AbortController();
+      const running = runSandboxed(spec, { stdoutPath: join(work, "o"), stderrPath: join(work, "e"), timeoutMs: 60_000, signal: controller.signal });
+      while (!existsSync(join(work, "running"))) await Bun.sleep(10);
+      expect(await collectClosureViews({ viewsDir: dir, keep: 0, minIdleMs: 0 })).toEqual([]);
+      controller.abort();
+      await running;
+      expect(await collectClosureViews({ viewsDir: dir, keep: 0, minIdleMs: 0 })).toEqual([closure.hash]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      rmSync(work, { recursive: true, force: true });
     }
   });
 

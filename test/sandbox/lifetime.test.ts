@@ -4,7 +4,7 @@
  * process of the action is left on the host.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { SandboxStartError, runSandboxed } from "../../sandbox/mod";
 import type { RunOptions, RunResult, SandboxSpec } from "../../sandbox/mod";
@@ -68,6 +68,18 @@ describe("exit status", () => {
 
   test("a missing bubblewrap binary is reported with what to do", async () => {
     await expect(sh("true", { bwrapPath: "/nonexistent/bwrap" })).rejects.toThrow(/install bubblewrap or pass bwrapPath/);
+  });
+
+  test("a setuid bubblewrap is refused", async () => {
+    const dir = tempDir("setuid");
+    try {
+      const suid = join(dir, "bwrap");
+      copyFileSync("/usr/bin/bwrap", suid);
+      chmodSync(suid, 0o4755);
+      await expect(sh("true", { bwrapPath: suid })).rejects.toThrow(/Refusing to run setuid bubblewrap/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("a missing mount source is a SandboxStartError too", async () => {
