@@ -20,3 +20,4 @@ export { SandboxStartError, findPidsCgroupDir, runSandboxed } from "./run";
 export type { RunOptions, RunResult } from "./run";
 export { actionSandboxSpec } from "./action-spec";
 export type { ActionSandboxOptions } from "./action-spec";
+export { actionSeccompFilter } from "./seccomp";

@@ -29,6 +29,7 @@ import { constants as osc } from "node:os";
 import { join } from "node:path";
 import { toBwrapOptions } from "./bwrap-args";
 import { holdPaths } from "./in-use";
+import { actionSeccompFilter } from "./seccomp";
 import type { SandboxSpec } from "./spec";
 
 export interface RunOptions {
@@ -46,6 +47,8 @@ export interface RunOptions {
   readonly maxProcesses?: number | "unlimited";
   /** A writable pids-cgroup directory to create per-run cgroups in. @default auto-detected */
   readonly pidsCgroupDir?: string;
+  /** Load actionSeccompFilter() (see seccomp.ts). @default true */
+  readonly seccomp?: boolean;
   readonly signal?: AbortSignal;
 }
 
@@ -81,6 +84,7 @@ const DEFAULT_MAX_PROCESSES = 1024;
 const STATUS_FD = 3;
 const BLOCK_FD = 4;
 const ARGS_FD = 5;
+const SECCOMP_FD = 6;
 
 let cgroupSeq = 0;
 
@@ -99,10 +103,12 @@ export async function runSandboxed(spec: SandboxSpec, opts: RunOptions): Promise
   const bwrapPath = opts.bwrapPath ?? defaultBwrap();
   refuseSetuid(bwrapPath);
   const useArgsFd = Buffer.byteLength(options.join("\0")) > ARGS_FD_THRESHOLD_BYTES;
+  const seccomp = opts.seccomp ?? true ? actionSeccompFilter() : undefined;
   const argv = [
     bwrapPath,
     "--json-status-fd", String(STATUS_FD),
     ...(limitProcesses ? ["--block-fd", String(BLOCK_FD)] : []),
+    ...(seccomp ? ["--seccomp", String(SECCOMP_FD)] : []),
     ...(useArgsFd ? ["--args", String(ARGS_FD)] : options),
     "--",
     ...spec.argv,
@@ -113,7 +119,7 @@ export async function runSandboxed(spec: SandboxSpec, opts: RunOptions): Promise
   let proc: Bun.Subprocess<"ignore", "pipe", "pipe">;
   try {
     proc = Bun.spawn(argv, {
-      stdio: ["ignore", "pipe", "pipe", "pipe", "pipe", ...(useArgsFd ? (["pipe"] as const) : [])],
+      stdio: ["ignore", "pipe", "pipe", "pipe", "pipe", useArgsFd ? "pipe" : "ignore", seccomp ? "pipe" : "ignore"],
       env: {},
     });
   } catch (err) {
@@ -125,6 +131,7 @@ export async function runSandboxed(spec: SandboxSpec, opts: RunOptions): Promise
   const statusFd = extra[STATUS_FD] as number;
   const blockFd = extra[BLOCK_FD] as number;
   const argsFd = useArgsFd ? (extra[ARGS_FD] as number) : undefined;
+  const seccompFd = seccomp ? (extra[SECCOMP_FD] as number) : undefined;
 
   const release = holdPaths(spec.mounts.flatMap((m) => (m.kind === "ro-bind" || m.kind === "bind" ? [m.source] : [])));
   let timedOut = false;
@@ -171,6 +178,7 @@ export async function runSandboxed(spec: SandboxSpec, opts: RunOptions): Promise
   };
 
   try {
+    if (seccompFd !== undefined && seccomp) await writeAllAndClose(seccompFd, Buffer.from(seccomp));
     if (argsFd !== undefined) await writeAllAndClose(argsFd, Buffer.from(options.map((o) => o + "\0").join("")));
 
     const statusDone = readStatus(statusFd, (doc) => {
