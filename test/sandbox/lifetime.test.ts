@@ -141,6 +141,26 @@ describe("escaping processes", () => {
     expect(probe.exitCode).toBe(0);
   });
 
+  test("without a writable cgroup (non-root lre), the process cap holds through RLIMIT_NPROC", async () => {
+    const dir = tempDir("nonroot");
+    try {
+      chmodSync(dir, 0o777);
+      const child = Bun.spawn(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, join(import.meta.dir, "fixtures", "count-processes.ts"), w.view, w.nix.shell, dir],
+        { stdout: "pipe", stderr: "inherit" },
+      );
+      expect(await child.exited).toBe(0);
+      const seen = JSON.parse(await new Response(child.stdout).text()) as { result: { exitCode: number }; uid: number; count: number; cgroup: string | null };
+      expect(seen.cgroup).toBeNull(); // so the rlimit path was the one taken
+      expect(seen.uid).toBe(65534);
+      expect(seen.result.exitCode).toBe(0);
+      expect(seen.count).toBeGreaterThan(1);
+      expect(seen.count).toBeLessThanOrEqual(20);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("runaway output is truncated at the cap and the action is killed", async () => {
     const r = await sh("yes lre", { maxOutputBytes: 10_000 });
     expect(r.outputLimitExceeded).toBe(true);
