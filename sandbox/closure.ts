@@ -56,7 +56,9 @@ export class ClosureResolver {
   #identity = "";
   readonly #storePathRe: RegExp;
 
-  constructor(options: ClosureResolverOptions = {}) {
+  /** A string is shorthand for `{ dbPath }`. */
+  constructor(options: ClosureResolverOptions | string = {}) {
+    if (typeof options === "string") options = { dbPath: options };
     this.dbPath = options.dbPath ?? DEFAULT_NIX_DB;
     this.storeDir = (options.storeDir ?? DEFAULT_STORE_DIR).replace(/\/+$/, "");
     this.#storePathRe = new RegExp(`^${escapeRegExp(this.storeDir)}/${HASH_PART}-${NAME_PART}`);

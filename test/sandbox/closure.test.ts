@@ -89,3 +89,13 @@ describe("findStorePathRefs", () => {
     expect(findStorePathRefs("/nix/store/abc-short /nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-e /opt/store/abcdfghijklmnpqrsvwxyz0123456789-x")).toEqual([]);
   });
 });
+
+describe("ClosureResolver construction", () => {
+  test("takes the database path as options or as a plain string; a missing database is explained", () => {
+    const byString = new ClosureResolver("/nix/var/nix/db/db.sqlite");
+    expect(byString.resolve([nix.busybox]).paths).toEqual([nix.busybox]);
+    byString.close();
+    const missing = new ClosureResolver({ dbPath: "/nonexistent/db.sqlite" });
+    expect(() => missing.resolve([nix.busybox])).toThrow(/Cannot read the Nix database "\/nonexistent\/db.sqlite"/);
+  });
+});
