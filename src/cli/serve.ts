@@ -1,6 +1,7 @@
 import type { ServeConfig } from "../config/config";
 import { formatSize } from "../config/size";
 import { CliError, messageOf } from "./cli-error";
+import type { ServiceEntry } from "../grpc/service-entry";
 import type { Backend, RunningServer, Storage } from "./contracts";
 import { ensureWritableDir } from "./data-dir";
 import { createLogger } from "./logger";
@@ -32,6 +33,16 @@ export async function runServe(cfg: ServeConfig, backend: Backend, io: ServeIo):
     throw new CliError(`cannot open the store in data dir "${cfg.dataDir}": ${messageOf(err)}`);
   }
 
+  let execution: ServiceEntry | undefined;
+  if (cfg.exec.enabled) {
+    try {
+      execution = await backend.startExecution(cfg, storage, log);
+    } catch (err) {
+      await storage.close();
+      throw new CliError(`cannot start the executor with data dir "${cfg.dataDir}": ${messageOf(err)}`);
+    }
+  }
+
   let server: RunningServer;
   try {
     server = await bindPrivately(cfg.socketPath, () =>
@@ -39,7 +50,8 @@ export async function runServe(cfg: ServeConfig, backend: Backend, io: ServeIo):
         cas: storage.cas,
         ac: storage.ac,
         digests: { defaultDigestFn: cfg.digestFunction, instanceDigestFn: { ...cfg.instanceDigestFunctions } },
-        execEnabled: cfg.exec.enabled,
+        execEnabled: execution !== undefined,
+        ...(execution === undefined ? {} : { extraServices: [execution] }),
         onAcLookup: (hit) => storage.recordAcLookup(hit),
         listen: { socketPath: cfg.socketPath, ...(cfg.tcp === undefined ? {} : { tcp: cfg.tcp }) },
       }),

@@ -1,0 +1,49 @@
+import { statSync } from "node:fs";
+import { join } from "node:path";
+import { DEFAULT_STORE_DIR, DEFAULT_VIEWS_DIR } from "../../sandbox/mod";
+import type { ServeConfig } from "../config/config";
+import { createLocalExecution } from "../exec/local-execution";
+import { createExecutionService } from "../grpc/execution-service";
+import type { ServiceEntry } from "../grpc/service-entry";
+import type { Storage } from "../storage/open-storage";
+import type { Logger } from "./logger";
+
+/**
+ * Builds the Execution service for `lre serve`: the local executor on the
+ * real sandbox and Nix database, the scheduler with `--jobs` slots, and the
+ * thin gRPC adapter over both.
+ */
+export async function startExecution(cfg: ServeConfig, storage: Storage, log: Logger): Promise<ServiceEntry> {
+  const { executor, scheduler } = await createLocalExecution({
+    cas: storage.cas,
+    dataDir: cfg.dataDir,
+    jobs: cfg.exec.jobs,
+    defaultClosureRoots: cfg.exec.closures,
+    defaultTimeoutMs: cfg.exec.defaultTimeoutMs,
+    maxTimeoutMs: cfg.exec.maxTimeoutMs,
+    closureViewOptions: { viewsDir: closureViewsDir(cfg.dataDir) },
+  });
+  return createExecutionService({
+    cas: storage.cas,
+    ac: storage.ac,
+    executor,
+    scheduler,
+    digests: { defaultDigestFn: cfg.digestFunction, instanceDigestFn: { ...cfg.instanceDigestFunctions } },
+    onAcLookup: (hit) => storage.recordAcLookup(hit),
+    onError: (message, cause) => log.warn(`${message}: ${cause instanceof Error ? cause.message : String(cause)}`),
+  });
+}
+
+/**
+ * Closure views are hardlink farms of store files, so they must live on the
+ * filesystem of /nix/store. The data dir is preferred when it is there (it is
+ * the user's own and needs no privileges); otherwise Nix's state dir.
+ */
+export function closureViewsDir(dataDir: string): string {
+  try {
+    if (statSync(dataDir).dev === statSync(DEFAULT_STORE_DIR).dev) return join(dataDir, "closure-views");
+  } catch {
+    // No /nix/store yet: the view builder reports that with a clear error when an action needs it.
+  }
+  return DEFAULT_VIEWS_DIR;
+}
