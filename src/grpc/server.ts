@@ -9,6 +9,7 @@ import { createByteStreamService } from "./bytestream-service";
 import { createCapabilitiesService } from "./capabilities-service";
 import { createCasService } from "./cas-service";
 import type { ServiceEntry } from "./service-entry";
+import { listenUnix, type UnixListener } from "./unix-listener";
 
 export type { ServiceEntry } from "./service-entry";
 
@@ -91,9 +92,14 @@ export async function startServer(c: ServerConfig): Promise<RunningServer> {
   }
 
   const running: RunningServer = { shutdown: () => Promise.resolve() };
+  // Not bound through grpc-js: Bazel's unix:// :authority needs a filter first (unix-listener.ts).
+  let unix: UnixListener | undefined;
   try {
     if (socketPath !== undefined) {
-      await bind(server, `unix://${socketPath}`);
+      unix = await listenUnix(server, socketPath).catch((err: unknown) => {
+        const message = err instanceof Error ? err.message : String(err);
+        throw new RpcError(GrpcCode.UNAVAILABLE, `cannot listen on unix://${socketPath}: ${message}`, { cause: err });
+      });
       running.socketPath = socketPath;
     }
     if (tcp !== undefined) {
@@ -103,6 +109,7 @@ export async function startServer(c: ServerConfig): Promise<RunningServer> {
     }
   } catch (err) {
     server.forceShutdown();
+    await unix?.close(0);
     await bytestream.close();
     throw err;
   }
@@ -115,6 +122,8 @@ export async function startServer(c: ServerConfig): Promise<RunningServer> {
       // listener (grpc-js unbind) also drops its open connections, which
       // would cut off the very uploads the grace period is for.
       await calls.drain(graceMs);
+      // Connections end as their sessions close below; none outlives the flush time.
+      const unixClosed = unix?.close(FLUSH_MS);
       // The last replies may still be in flight: close sessions gracefully so
       // they are flushed, and cut off whatever is left after a short wait.
       await new Promise<void>((resolve) => {
@@ -127,6 +136,7 @@ export async function startServer(c: ServerConfig): Promise<RunningServer> {
           resolve();
         });
       });
+      await unixClosed;
       await bytestream.close();
     })();
     return stopping;
