@@ -9,7 +9,7 @@ import { createByteStreamService } from "./bytestream-service";
 import { createCapabilitiesService } from "./capabilities-service";
 import { createCasService } from "./cas-service";
 import type { ServiceEntry } from "./service-entry";
-import { listenUnix, type UnixListener } from "./unix-listener";
+import { listenTcp, listenUnix, type UnixListener } from "./unix-listener";
 
 export type { ServiceEntry } from "./service-entry";
 
@@ -94,6 +94,8 @@ export async function startServer(c: ServerConfig): Promise<RunningServer> {
   const running: RunningServer = { shutdown: () => Promise.resolve() };
   // Not bound through grpc-js: Bazel's unix:// :authority needs a filter first (unix-listener.ts).
   let unix: UnixListener | undefined;
+  // TCP the same way: every connection goes through the flow-control repair (initial-window-repair.ts).
+  let tcpListener: UnixListener | undefined;
   try {
     if (socketPath !== undefined) {
       unix = await listenUnix(server, socketPath).catch((err: unknown) => {
@@ -104,12 +106,17 @@ export async function startServer(c: ServerConfig): Promise<RunningServer> {
     }
     if (tcp !== undefined) {
       const host = tcp.host.includes(":") && !tcp.host.startsWith("[") ? `[${tcp.host}]` : tcp.host;
-      const port = await bind(server, `${host}:${tcp.port}`);
-      running.tcpAddress = `${host}:${port}`;
+      const bound = await listenTcp(server, host, tcp.port).catch((err: unknown) => {
+        const message = err instanceof Error ? err.message : String(err);
+        throw new RpcError(GrpcCode.UNAVAILABLE, `cannot listen on ${host}:${tcp.port}: ${message}`, { cause: err });
+      });
+      tcpListener = bound.listener;
+      running.tcpAddress = `${host}:${bound.port}`;
     }
   } catch (err) {
     server.forceShutdown();
     await unix?.close(0);
+    await tcpListener?.close(0);
     await bytestream.close();
     throw err;
   }
@@ -124,6 +131,7 @@ export async function startServer(c: ServerConfig): Promise<RunningServer> {
       await calls.drain(graceMs);
       // Connections end as their sessions close below; none outlives the flush time.
       const unixClosed = unix?.close(FLUSH_MS);
+      const tcpClosed = tcpListener?.close(FLUSH_MS);
       // The last replies may still be in flight: close sessions gracefully so
       // they are flushed, and cut off whatever is left after a short wait.
       await new Promise<void>((resolve) => {
@@ -137,21 +145,10 @@ export async function startServer(c: ServerConfig): Promise<RunningServer> {
         });
       });
       await unixClosed;
+      await tcpClosed;
       await bytestream.close();
     })();
     return stopping;
   };
   return running;
-}
-
-function bind(server: grpc.Server, target: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.bindAsync(target, grpc.ServerCredentials.createInsecure(), (err, port) => {
-      if (err) {
-        reject(new RpcError(GrpcCode.UNAVAILABLE, `cannot listen on ${target}: ${err.message}`, { cause: err }));
-      } else {
-        resolve(port);
-      }
-    });
-  });
 }

@@ -134,24 +134,51 @@ export function serverStreamHandler<Req, Res>(
   };
 }
 
+/** Per call: settles once the last message handed to writeMessage has been written or has failed. */
+const lastWrite = new WeakMap<object, Promise<void>>();
+
 /**
- * Writes one message to a server stream, waiting for the transport to drain so
- * a slow reader never makes us buffer a whole blob. Rejects with CANCELLED when
- * the client goes away meanwhile.
+ * Writes one message to a server stream with backpressure per message: it
+ * resolves once the previous message has reached the transport, so a caller
+ * looping over a large blob holds at most two messages (one going out, one
+ * waiting), never the blob. (grpc-js buffers up to 16 messages before write()
+ * returns false, which for 1 MiB chunks is a whole 16 MiB blob per call.)
+ * Rejects with CANCELLED when the client goes away meanwhile.
  */
 export function writeMessage<Res>(call: grpc.ServerWritableStream<unknown, Res>, message: Res): Promise<void> {
-  if (call.cancelled) return Promise.reject(new RpcError(GrpcCode.CANCELLED, "the client cancelled the call"));
-  if (call.write(message)) return Promise.resolve();
+  const previous = lastWrite.get(call) ?? Promise.resolve();
+  const written = previous.then(() => sendOne(call, message));
+  lastWrite.set(
+    call,
+    written.catch(() => undefined),
+  );
+  // Calls to writeMessage keep their order even when a caller does not await them.
+  return previous.then(() => {
+    if (call.cancelled) throw cancelledError();
+  });
+}
+
+function cancelledError(): RpcError {
+  return new RpcError(GrpcCode.CANCELLED, "the client cancelled the call");
+}
+
+/** Hands one message to grpc-js; settles when grpc-js has passed it to HTTP/2, or the call ended first. */
+function sendOne<Res>(call: grpc.ServerWritableStream<unknown, Res>, message: Res): Promise<void> {
+  if (call.cancelled) return Promise.reject(cancelledError());
   return new Promise((resolve, reject) => {
-    const onDrain = () => {
-      call.off("cancelled", onCancel);
-      resolve();
+    // grpc-js never calls back for a message on a call that was cancelled or failed in between.
+    const onGone = () => {
+      call.off("cancelled", onGone);
+      call.off("close", onGone);
+      reject(cancelledError());
     };
-    const onCancel = () => {
-      call.off("drain", onDrain);
-      reject(new RpcError(GrpcCode.CANCELLED, "the client cancelled the call"));
-    };
-    call.once("drain", onDrain);
-    call.once("cancelled", onCancel);
+    call.once("cancelled", onGone);
+    call.once("close", onGone);
+    call.write(message, (err: unknown) => {
+      call.off("cancelled", onGone);
+      call.off("close", onGone);
+      if (err === undefined || err === null) resolve();
+      else reject(err);
+    });
   });
 }

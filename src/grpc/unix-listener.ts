@@ -3,7 +3,10 @@
  * grpc-js through a connection injector, with the client's bytes run through
  * AuthorityFilter on the way in (see authority-filter.ts for why: Bazel's
  * `unix://` channels send the socket path as `:authority`, which Bun's HTTP/2
- * server refuses). Replies go straight to the socket.
+ * server refuses). Replies go straight to the socket. TCP connections take
+ * the same path (listenTcp), because every connection, whatever its transport,
+ * also needs InitialWindowRepair (initial-window-repair.ts): without it Bun
+ * stalls large ByteStream Reads from grpc-go clients.
  *
  * Cost: Bun's HTTP/2 session does its socket I/O natively when handed a real
  * socket; through this Duplex both directions go through JS, which measured
@@ -15,6 +18,7 @@ import * as net from "node:net";
 import { Duplex } from "node:stream";
 import * as grpc from "@grpc/grpc-js";
 import { AuthorityFilter } from "./authority-filter";
+import { InitialWindowRepair } from "./initial-window-repair";
 
 export interface UnixListener {
   /**
@@ -27,6 +31,22 @@ export interface UnixListener {
 
 /** Listens on `path` (which must not exist) and serves `server`'s services there. */
 export function listenUnix(server: grpc.Server, path: string): Promise<UnixListener> {
+  return listenFiltered(server, (l, done) => l.listen(path, done)).then(({ listener }) => listener);
+}
+
+/**
+ * Listens on TCP `host:port` (port 0: any free one) the same way, so TCP clients
+ * get the same flow-control repair (initial-window-repair.ts). Resolves to the bound port.
+ */
+export async function listenTcp(server: grpc.Server, host: string, port: number): Promise<{ listener: UnixListener; port: number }> {
+  const bare = host.startsWith("[") ? host.slice(1, -1) : host;
+  return listenFiltered(server, (l, done) => l.listen(port, bare, done));
+}
+
+function listenFiltered(
+  server: grpc.Server,
+  start: (listener: net.Server, done: () => void) => void,
+): Promise<{ listener: UnixListener; port: number }> {
   const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
   const open = new Set<net.Socket>();
   const listener = net.createServer({ allowHalfOpen: true }, (socket) => {
@@ -36,33 +56,44 @@ export function listenUnix(server: grpc.Server, path: string): Promise<UnixListe
   });
   return new Promise((resolve, reject) => {
     listener.once("error", reject);
-    listener.listen(path, () => {
+    start(listener, () => {
       listener.off("error", reject);
+      const address = listener.address();
+      const port = typeof address === "object" && address !== null ? address.port : 0;
       resolve({
-        close: async (graceMs) => {
-          const closed = new Promise<void>((done) => listener.close(() => done()));
-          const ended = [...open].map((socket) => new Promise((done) => socket.once("close", done)));
-          const timer = setTimeout(() => {
-            for (const socket of open) socket.destroy();
-          }, graceMs);
-          await Promise.all(ended);
-          clearTimeout(timer);
-          await closed;
+        port,
+        listener: {
+          close: async (graceMs) => {
+            const closed = new Promise<void>((done) => listener.close(() => done()));
+            const ended = [...open].map((socket) => new Promise((done) => socket.once("close", done)));
+            const timer = setTimeout(() => {
+              for (const socket of open) socket.destroy();
+            }, graceMs);
+            await Promise.all(ended);
+            clearTimeout(timer);
+            await closed;
+          },
         },
       });
     });
   });
 }
 
-/** A socket whose incoming bytes pass through an AuthorityFilter. */
+/**
+ * A socket whose incoming bytes pass through an AuthorityFilter and an
+ * InitialWindowRepair; the repair also watches the outgoing bytes.
+ */
 class FilteredSocket extends Duplex {
   private readonly authority = new AuthorityFilter();
+  private readonly window = new InitialWindowRepair();
 
   constructor(private readonly socket: net.Socket) {
     super({ allowHalfOpen: true });
     socket.on("data", (chunk: Buffer) => {
       let more = true;
-      for (const piece of this.authority.push(chunk)) more = this.push(piece);
+      for (const piece of this.authority.push(chunk)) {
+        for (const part of this.window.fromClient(piece)) more = this.push(part);
+      }
       if (!more) socket.pause();
     });
     socket.once("end", () => this.push(null));
@@ -75,6 +106,7 @@ class FilteredSocket extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, done: (err?: Error | null) => void): void {
+    this.window.fromServer(chunk);
     this.socket.write(chunk, done);
   }
 
