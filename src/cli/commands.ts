@@ -40,7 +40,7 @@ export const SERVE: CommandSpec = {
       name: "tcp",
       kind: "host-port",
       metavar: "HOST:PORT",
-      help: "also listen on TCP, e.g. 127.0.0.1:8980 (Buck2 needs TCP; port 0 picks a free port). No authentication: keep it on loopback",
+      help: "also listen on TCP, e.g. 127.0.0.1:8980 (Buck2 needs TCP; port 0 picks a free port). Loopback addresses only: there is no TLS or authentication yet",
       defaultText: "off",
     },
     {

@@ -42,6 +42,14 @@ export function serveConfigFrom(flags: ParsedFlags, e: Environment): ServeConfig
     instanceDigestFunctions[instance] = fn as DigestFn;
   }
   const tcp = flags.hostPort("tcp");
+  if (tcp !== undefined && !isLoopback(tcp.host)) {
+    // Plaintext with no authentication would hand the cache (and execution)
+    // to anyone on the network; TLS and tokens are not implemented yet.
+    throw new UsageError(
+      `--tcp ${tcp.host}:${tcp.port} is not a loopback address; lre's TCP listener has no TLS or authentication yet, so it only listens on 127.0.0.1, ::1 or localhost`,
+      "serve",
+    );
+  }
   return {
     socketPath: socketPathFrom(flags, e),
     dataDir,
@@ -59,4 +67,10 @@ export function serveConfigFrom(flags: ParsedFlags, e: Environment): ServeConfig
       maxTimeoutMs: maxTimeoutS * 1000,
     },
   };
+}
+
+/** Loopback hosts: the only ones a plaintext, unauthenticated listener may use. */
+export function isLoopback(host: string): boolean {
+  const h = host.replace(/^\[(.*)\]$/, "$1");
+  return h === "localhost" || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }

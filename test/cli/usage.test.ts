@@ -24,6 +24,8 @@ describe("lre command line", () => {
     [["serve", "--max-cache-size", "0"], "size must be more than zero"],
     [["serve", "--tcp", "localhost"], '"localhost" is not HOST:PORT'],
     [["serve", "--tcp", "127.0.0.1:70000"], "is not HOST:PORT"],
+    [["serve", "--tcp", "0.0.0.0:8980"], "is not a loopback address"],
+    [["serve", "--tcp", "192.168.1.10:8980"], "no TLS or authentication yet"],
     [["serve", "--jobs", "0"], '"0" is not a whole number of at least 1'],
     [["serve", "--jobs", "two"], '"two" is not a whole number'],
     [["serve", "--log-level", "loud"], '"loud" is not one of error, warn, info, debug'],
