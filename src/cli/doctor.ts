@@ -1,3 +1,4 @@
+import { findPidsCgroupDir } from "../../sandbox/mod";
 import { Database } from "bun:sqlite";
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmdirSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -43,6 +44,7 @@ export async function runChecks(input: DoctorInput): Promise<CheckResult[]> {
       ? fail("bubblewrap", `bwrap not found on PATH (${input.path})`, ["apt-get install -y bubblewrap"])
       : ok("bubblewrap", `${bwrap} (${bwrapVersion(bwrap)})`),
     bwrap === null ? fail("namespaces", "not checked: bubblewrap is missing", ["apt-get install -y bubblewrap"]) : checkNamespaces(bwrap),
+    checkProcessLimit(),
     checkNixStore(input.nixStore ?? "/nix/store"),
     checkNixDb(input.nixDb ?? "/nix/var/nix/db/db.sqlite"),
     checkDataDir(input.dataDir),
@@ -90,6 +92,21 @@ function userNamespaceFixes(): string[] {
     fixes.push("make it permanent with a file in /etc/sysctl.d/");
   }
   return fixes;
+}
+
+/**
+ * Actions run with a process limit so a fork bomb cannot take the machine
+ * down; the sandbox refuses to run without one. Root is exempt from
+ * RLIMIT_NPROC, so as root a writable pids cgroup is required.
+ */
+function checkProcessLimit(): CheckResult {
+  const dir = findPidsCgroupDir();
+  if (dir !== undefined) return ok("process limit", `per-action pids cgroups under ${dir}`);
+  if (process.getuid?.() !== 0) return ok("process limit", "per-action RLIMIT_NPROC (prlimit), as a non-root user");
+  return fail("process limit", "running as root with no writable pids cgroup: actions would have no process limit, so lre refuses to run them", [
+    "run lre as a non-root user, or",
+    "give lre a delegated cgroup v2 with the pids controller (e.g. systemd-run --user -p Delegate=yes --scope lre serve)",
+  ]);
 }
 
 function checkNixStore(store: string): CheckResult {
