@@ -121,7 +121,7 @@ export const GC: CommandSpec = {
 
 export const STATS: CommandSpec = {
   name: "stats",
-  summary: "show cache size, blob and action-cache counts",
+  summary: "show cache size, blob and action-cache counts, hit rate, and the running executor's queue",
   flags: [dataDirFlag, { name: "json", kind: "bool", help: "print one JSON object instead of text" }],
 };
 

@@ -6,6 +6,7 @@ import { createLocalExecution } from "../exec/local-execution";
 import { createExecutionService } from "../grpc/execution-service";
 import type { ServiceEntry } from "../grpc/service-entry";
 import type { Storage } from "../storage/open-storage";
+import { publishExecutorStatus } from "./executor-status";
 import type { Logger } from "./logger";
 
 /**
@@ -13,7 +14,13 @@ import type { Logger } from "./logger";
  * real sandbox and Nix database, the scheduler with `--jobs` slots, and the
  * thin gRPC adapter over both.
  */
-export async function startExecution(cfg: ServeConfig, storage: Storage, log: Logger): Promise<ServiceEntry> {
+export interface RunningExecution {
+  readonly service: ServiceEntry;
+  /** Stops publishing executor status; running actions belong to the scheduler and finish on their own. */
+  close(): void;
+}
+
+export async function startExecution(cfg: ServeConfig, storage: Storage, log: Logger): Promise<RunningExecution> {
   const { executor, scheduler } = await createLocalExecution({
     cas: storage.cas,
     dataDir: cfg.dataDir,
@@ -23,7 +30,7 @@ export async function startExecution(cfg: ServeConfig, storage: Storage, log: Lo
     maxTimeoutMs: cfg.exec.maxTimeoutMs,
     closureViewOptions: { viewsDir: closureViewsDir(cfg.dataDir) },
   });
-  return createExecutionService({
+  const service = createExecutionService({
     cas: storage.cas,
     ac: storage.ac,
     executor,
@@ -32,6 +39,8 @@ export async function startExecution(cfg: ServeConfig, storage: Storage, log: Lo
     onAcLookup: (hit) => storage.recordAcLookup(hit),
     onError: (message, cause) => log.warn(`${message}: ${cause instanceof Error ? cause.message : String(cause)}`),
   });
+  const status = publishExecutorStatus(cfg.dataDir, cfg.exec.jobs, () => scheduler.stats());
+  return { service, close: () => status.stop() };
 }
 
 /**

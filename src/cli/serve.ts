@@ -1,8 +1,8 @@
 import type { ServeConfig } from "../config/config";
 import { formatSize } from "../config/size";
 import { CliError, messageOf } from "./cli-error";
-import type { ServiceEntry } from "../grpc/service-entry";
 import type { Backend, RunningServer, Storage } from "./contracts";
+import type { RunningExecution } from "./execution";
 import { ensureWritableDir } from "./data-dir";
 import { createLogger } from "./logger";
 import { bindPrivately, prepareSocketPath, removeSocket } from "./socket";
@@ -33,7 +33,7 @@ export async function runServe(cfg: ServeConfig, backend: Backend, io: ServeIo):
     throw new CliError(`cannot open the store in data dir "${cfg.dataDir}": ${messageOf(err)}`);
   }
 
-  let execution: ServiceEntry | undefined;
+  let execution: RunningExecution | undefined;
   if (cfg.exec.enabled) {
     try {
       execution = await backend.startExecution(cfg, storage, log);
@@ -51,7 +51,7 @@ export async function runServe(cfg: ServeConfig, backend: Backend, io: ServeIo):
         ac: storage.ac,
         digests: { defaultDigestFn: cfg.digestFunction, instanceDigestFn: { ...cfg.instanceDigestFunctions } },
         execEnabled: execution !== undefined,
-        ...(execution === undefined ? {} : { extraServices: [execution] }),
+        ...(execution === undefined ? {} : { extraServices: [execution.service] }),
         onAcLookup: (hit) => storage.recordAcLookup(hit),
         listen: { socketPath: cfg.socketPath, ...(cfg.tcp === undefined ? {} : { tcp: cfg.tcp }) },
       }),
@@ -73,6 +73,7 @@ export async function runServe(cfg: ServeConfig, backend: Backend, io: ServeIo):
   const signal = await stopRequested;
   log.info(`${signal} received: finishing running work (up to ${cfg.graceMs / 1000} s), then exiting`);
   await server.shutdown(cfg.graceMs);
+  execution?.close();
   await storage.close();
   removeSocket(cfg.socketPath);
   log.info("stopped");

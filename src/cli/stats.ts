@@ -1,6 +1,7 @@
 import { defaultMaxCacheBytes } from "../config/defaults";
 import { formatSize } from "../config/size";
 import { CliError, messageOf } from "./cli-error";
+import { type ExecutorStatus, readExecutorStatus } from "./executor-status";
 import type { Backend, Storage, StorageStats } from "./contracts";
 
 /**
@@ -23,11 +24,12 @@ export async function withStorage<T>(backend: Backend, dataDir: string, maxBytes
 
 export async function runStats(backend: Backend, dataDir: string, json: boolean, out: (text: string) => void): Promise<number> {
   const stats = await withStorage(backend, dataDir, defaultMaxCacheBytes(dataDir), (s) => s.stats());
-  out(json ? JSON.stringify({ dataDir, ...stats }) + "\n" : formatStats(dataDir, stats));
+  const executor = readExecutorStatus(dataDir);
+  out(json ? JSON.stringify({ dataDir, ...stats, executor: executor ?? null }) + "\n" : formatStats(dataDir, stats, executor));
   return 0;
 }
 
-export function formatStats(dataDir: string, s: StorageStats): string {
+export function formatStats(dataDir: string, s: StorageStats, e?: ExecutorStatus): string {
   const lookups = s.acHits + s.acMisses;
   const hitRate = lookups === 0 ? "no lookups yet" : `${((100 * s.acHits) / lookups).toFixed(1)}% hit rate`;
   return [
@@ -35,5 +37,8 @@ export function formatStats(dataDir: string, s: StorageStats): string {
     `cas             ${s.blobs} blobs, ${formatSize(s.bytes)} of ${formatSize(s.maxBytes)}`,
     `action cache    ${s.acEntries} entries (${s.acFromSandbox} run by lre, ${s.acFromClients} uploaded by clients)`,
     `lookups         ${s.acHits} hits, ${s.acMisses} misses (${hitRate})`,
+    e === undefined
+      ? `executor        no server running on this data dir`
+      : `executor        ${e.running} of ${e.jobs} jobs running, ${e.queued} queued, ${e.done} done, ${e.deduplicated} deduplicated (pid ${e.pid})`,
   ].join("\n") + "\n";
 }

@@ -29,17 +29,23 @@ describe("lre stats and lre gc", () => {
     const d = tempDir();
     const sock = join(d, "lre.sock");
     const dataDir = join(d, "data");
-    const server = await startServe(["--socket", sock, "--data-dir", dataDir]);
+    const server = await startServe(["--socket", sock, "--data-dir", dataDir, "--jobs", "3"]);
     try {
       await putBlob(sock, Buffer.from("twelve bytes"));
 
       const live = await lre(["stats", "--data-dir", dataDir, "--json"]);
       expect(live.exitCode).toBe(0);
-      expect(JSON.parse(live.stdout)).toMatchObject({ dataDir, blobs: 1, bytes: 12 });
+      expect(JSON.parse(live.stdout)).toMatchObject({
+        dataDir,
+        blobs: 1,
+        bytes: 12,
+        executor: { jobs: 3, running: 0, queued: 0, done: 0, pid: server.proc.pid },
+      });
 
       const text = await lre(["stats", "--data-dir", dataDir]);
       expect(text.stdout).toContain(`data dir        ${dataDir}`);
       expect(text.stdout).toMatch(/^cas +1 blobs, 12 B of /m);
+      expect(text.stdout).toMatch(/^executor +0 of 3 jobs running, 0 queued, 0 done/m);
 
       // A target above the cache's size evicts nothing.
       const gc = await lre(["gc", "--to", "1GiB", "--data-dir", dataDir]);
@@ -49,7 +55,8 @@ describe("lre stats and lre gc", () => {
       expect(await stop(server)).toBe(0);
     }
     const after = await lre(["stats", "--data-dir", dataDir, "--json"]);
-    expect(JSON.parse(after.stdout)).toMatchObject({ blobs: 1, bytes: 12 });
+    expect(JSON.parse(after.stdout)).toMatchObject({ blobs: 1, bytes: 12, executor: null });
+    expect((await lre(["stats", "--data-dir", dataDir])).stdout).toContain("executor        no server running on this data dir");
   });
 
   test("a data dir that cannot be opened is an error naming it, exit 1", async () => {
