@@ -54,6 +54,14 @@ export class ClosureResolver {
   readonly storeDir: string;
   #db: Database | undefined;
   #identity = "";
+  /**
+   * Closures already walked, by their store roots. Valid only while Nix's
+   * database is unchanged: `PRAGMA data_version` moves whenever another
+   * connection commits, so any registration or deletion empties it. Saves
+   * the recursive query on every action (≈ 0.3 ms for 100 paths, 2 ms for 1,000).
+   */
+  readonly #memo = new Map<string, Closure>();
+  #dataVersion = -1;
   readonly #storePathRe: RegExp;
 
   /** A string is shorthand for `{ dbPath }`. */
@@ -80,6 +88,14 @@ export class ClosureResolver {
     const storeRoots = new Map<string, string>();
     for (const root of roots) storeRoots.set(this.toStorePath(root), root);
     const db = this.#open();
+    const version = db.query<{ data_version: number }, []>("PRAGMA data_version").get()?.data_version ?? -1;
+    if (version !== this.#dataVersion) {
+      this.#memo.clear();
+      this.#dataVersion = version;
+    }
+    const memoKey = [...storeRoots.keys()].sort().join("\n");
+    const memoized = this.#memo.get(memoKey);
+    if (memoized) return memoized;
     const known = db.query<{ path: string }, [string]>("SELECT path FROM ValidPaths WHERE path = ?");
     const closureQuery = db.query<{ path: string }, [string]>(
       `WITH RECURSIVE closure(id) AS (
@@ -96,13 +112,18 @@ export class ClosureResolver {
       }
       return closureQuery.all(JSON.stringify([...storeRoots.keys()])).map((row) => row.path);
     })();
-    return makeClosure(paths);
+    const closure = makeClosure(paths);
+    if (this.#memo.size >= 1024) this.#memo.clear();
+    this.#memo.set(memoKey, closure);
+    return closure;
   }
 
   close(): void {
     this.#db?.close();
     this.#db = undefined;
     this.#identity = "";
+    this.#memo.clear();
+    this.#dataVersion = -1;
   }
 
   #open(): Database {
@@ -115,6 +136,8 @@ export class ClosureResolver {
     }
     if (this.#db && identity === this.#identity) return this.#db;
     this.#db?.close();
+    this.#memo.clear();
+    this.#dataVersion = -1;
     this.#db = new Database(this.dbPath, { readonly: true });
     // Nix may hold a write lock briefly while registering paths.
     this.#db.exec("PRAGMA busy_timeout = 5000");

