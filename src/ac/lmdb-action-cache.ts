@@ -1,5 +1,5 @@
 import type { Digest } from "../digest/digest";
-import { digestKey } from "../digest/digest";
+import { DIGEST_FUNCTIONS, digestKey, type DigestFn } from "../digest/digest";
 import { GrpcCode, RpcError, wrapError } from "../errors";
 import { ActionResult } from "../proto/build/bazel/remote/execution/v2/remote_execution";
 import type { LmdbEnv } from "../storage/lmdb-env";
@@ -50,6 +50,41 @@ export class LmdbActionCache implements ActionCache {
     }
   }
 
+  /**
+   * Every decodable entry, for `lre export`. Paged, so no read transaction
+   * stays open while the caller awaits between entries.
+   */
+  async *entries(): AsyncGenerator<{ instance: string; action: Digest; entry: CachedResult }> {
+    this.checkOpen();
+    let start: string | undefined;
+    for (;;) {
+      const page: { instance: string; action: Digest; entry: CachedResult }[] = [];
+      let last: string | undefined;
+      let seen = 0;
+      let more = false;
+      for (const { key, value } of this.env.ac.getRange({ ...(start === undefined ? {} : { start }), limit: 1001 })) {
+        if (key === start) continue;
+        if (seen === 1000) {
+          more = true;
+          break;
+        }
+        seen++;
+        last = key;
+        const parsed = parseKey(key);
+        if (parsed === undefined || value.byteLength === 0) continue;
+        const origin: ResultOrigin = value[0] === ORIGIN_BYTE.sandbox ? "sandbox" : "client";
+        try {
+          page.push({ ...parsed, entry: { result: ActionResult.decode(value.subarray(1)), origin } });
+        } catch {
+          // Undecodable: absent for get, so absent here too.
+        }
+      }
+      yield* page;
+      if (!more || last === undefined) return;
+      start = last;
+    }
+  }
+
   /** Entries by origin, for `lre stats`. Reads only the first byte of each value it can. */
   countByOrigin(): { sandbox: number; client: number } {
     let sandbox = 0;
@@ -75,4 +110,15 @@ export class LmdbActionCache implements ActionCache {
 // NUL cannot occur in an instance name, so instance and digest never blur together.
 function keyOf(instance: string, action: Digest): string {
   return `${instance}\0${digestKey(action)}`;
+}
+
+// lmdb's key encoding reads a string holding NUL back as the array of its parts, so both forms are accepted.
+function parseKey(raw: unknown): { instance: string; action: Digest } | undefined {
+  const key = Array.isArray(raw) ? raw.map(String).join("\0") : String(raw);
+  const nul = key.lastIndexOf("\0");
+  const [fn, hash, size] = key.slice(nul + 1).split(":");
+  if (nul < 0 || fn === undefined || hash === undefined || !(DIGEST_FUNCTIONS as readonly string[]).includes(fn)) return undefined;
+  const sizeBytes = Number(size);
+  if (!Number.isSafeInteger(sizeBytes)) return undefined;
+  return { instance: key.slice(0, nul), action: { fn: fn as DigestFn, hash, sizeBytes } };
 }

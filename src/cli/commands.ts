@@ -125,11 +125,87 @@ export const STATS: CommandSpec = {
   flags: [dataDirFlag, { name: "json", kind: "bool", help: "print one JSON object instead of text" }],
 };
 
+export const EXPORT: CommandSpec = {
+  name: "export",
+  operands: "FILE",
+  summary: "write blobs and action results to one bundle FILE, to import on another machine (works beside a running server)",
+  flags: [
+    dataDirFlag,
+    {
+      name: "since",
+      kind: "string",
+      metavar: "DURATION",
+      help: "only blobs used and action results used or added within DURATION, e.g. 30m, 2h, 7d, 1w",
+      defaultText: "everything",
+    },
+    {
+      name: "action",
+      kind: "string",
+      metavar: "DIGEST",
+      help: "only the result of the action HASH/SIZE, with every blob it needs and its Action, Command and input tree",
+    },
+  ],
+};
+
+export const IMPORT: CommandSpec = {
+  name: "import",
+  operands: "FILE",
+  summary: "add a bundle written by lre export; verified whole before anything is added (works beside a running server)",
+  flags: [
+    dataDirFlag,
+    {
+      name: "max-cache-size",
+      kind: "size",
+      metavar: "SIZE",
+      help: "cache size to respect while adding blobs; give the running server's --max-cache-size",
+      defaultText: "as for lre serve",
+    },
+  ],
+};
+
+export const CONFIG: CommandSpec = {
+  name: "config",
+  operands: "bazel|buck2",
+  summary: "print the client configuration for lre: .bazelrc lines (bazel) or a .buckconfig section (buck2)",
+  flags: [
+    {
+      name: "socket",
+      kind: "string",
+      metavar: "PATH",
+      help: "bazel: the Unix socket lre serve listens on",
+      defaultText: "$XDG_RUNTIME_DIR/lre/lre.sock, else ~/.cache/lre/lre.sock",
+    },
+    {
+      name: "tcp",
+      kind: "host-port",
+      metavar: "HOST:PORT",
+      help: "buck2: the loopback address of lre serve --tcp",
+      defaultText: "127.0.0.1:8980",
+    },
+    { name: "instance", kind: "string", metavar: "NAME", help: "remote instance name", defaultText: "none (the empty instance)" },
+    {
+      name: "closure",
+      kind: "string",
+      metavar: "STOREPATH",
+      repeatable: true,
+      help: "bazel: Nix store path every action declares as its toolchain (nix-closure platform property); repeatable",
+    },
+    {
+      name: "digest-function",
+      kind: "choice",
+      metavar: "FN",
+      choices: digestChoices,
+      help: "buck2: digest function Buck2 uses (lre serve must use the same for this instance)",
+      defaultText: "sha256",
+    },
+  ],
+};
+
 export const VERSION: CommandSpec = { name: "version", summary: "print the version", flags: [] };
 
 export const HELP: CommandSpec = { name: "help", summary: "show help for lre or one command", flags: [] };
 
-export const COMMANDS: readonly CommandSpec[] = [SERVE, DOCTOR, GC, STATS, VERSION, HELP];
+export const COMMANDS: readonly CommandSpec[] = [SERVE, DOCTOR, GC, STATS, EXPORT, IMPORT, CONFIG, VERSION, HELP];
 
 /** Turns a raw flag value into its typed form; throws with a message saying what is accepted. */
 export function convertFlag(spec: FlagSpec, raw: string): FlagValue {

@@ -23,6 +23,8 @@ export interface CommandSpec {
   readonly name: string;
   readonly summary: string;
   readonly flags: readonly FlagSpec[];
+  /** Positional operands as shown in usage, e.g. "FILE"; a command without them accepts none. */
+  readonly operands?: string;
 }
 
 /** A mistake on the command line: reported with usage, exit status 2. */
@@ -76,16 +78,23 @@ export interface ParsedCommand {
   readonly command: CommandSpec;
   readonly flags: ParsedFlags;
   readonly help: boolean;
+  /** Arguments that are not flags, in order; only for commands with `operands`. */
+  readonly operands: readonly string[];
 }
 
 /** Parses the arguments after the command name. `--flag value` and `--flag=value` are both accepted. */
 export function parseFlags(command: CommandSpec, args: readonly string[], convert: (spec: FlagSpec, raw: string) => FlagValue): ParsedCommand {
   const values = new Map<string, FlagValue[]>();
   let help = false;
+  const operands: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const arg = args[i] as string;
     if (arg === "--help" || arg === "-h") {
       help = true;
+      continue;
+    }
+    if (!arg.startsWith("--") && command.operands !== undefined) {
+      operands.push(arg);
       continue;
     }
     if (!arg.startsWith("--")) {
@@ -119,5 +128,5 @@ export function parseFlags(command: CommandSpec, args: readonly string[], conver
     }
     values.set(name, [...(previous ?? []), value]);
   }
-  return { command, flags: new ParsedFlags(values), help };
+  return { command, flags: new ParsedFlags(values), help, operands };
 }

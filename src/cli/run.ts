@@ -9,6 +9,9 @@ import { parseFlags, UsageError } from "./parse-args";
 import { runServe } from "./serve";
 import { dataDirFrom, serveConfigFrom, socketPathFrom } from "./serve-config";
 import { runStats } from "./stats";
+import { runConfig } from "./config-command";
+import { runExport } from "./export";
+import { runImport } from "./import";
 import { commandUsage, generalUsage } from "./usage";
 import { versionLine } from "./version";
 
@@ -72,6 +75,12 @@ export async function runCli(argv: readonly string[], backend: Backend = lreBack
       }
       case "stats":
         return await runStats(backend, dataDirFrom(flags, env), flags.bool("json"), out);
+      case "export":
+        return await runExport(backend, parsed.operands, flags, env, out);
+      case "import":
+        return await runImport(backend, parsed.operands, flags, env, out);
+      case "config":
+        return runConfig(parsed.operands, flags, env, out);
       case "version":
         out(versionLine() + "\n");
         return EXIT_OK;

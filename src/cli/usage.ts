@@ -24,7 +24,8 @@ export function flagSynopsis(f: FlagSpec): string {
 }
 
 export function commandUsage(c: CommandSpec): string {
-  const lines = [`usage: lre ${c.name}${c.flags.length > 0 ? " [flags]" : ""}`, "", c.summary];
+  const operands = c.operands === undefined ? "" : ` ${c.operands}`;
+  const lines = [`usage: lre ${c.name}${operands}${c.flags.length > 0 ? " [flags]" : ""}`, "", c.summary];
   if (c.flags.length > 0) {
     lines.push("", "flags:");
     for (const f of c.flags) {
