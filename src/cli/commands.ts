@@ -40,8 +40,22 @@ export const SERVE: CommandSpec = {
       name: "tcp",
       kind: "host-port",
       metavar: "HOST:PORT",
-      help: "also listen on TCP, e.g. 127.0.0.1:8980 (Buck2 needs TCP; port 0 picks a free port). Loopback addresses only: there is no TLS or authentication yet",
+      help: "also listen on TCP, e.g. 127.0.0.1:8980 (Buck2 needs TCP; port 0 picks a free port). Plaintext without tokens only on loopback; any other address needs --tls-cert/--tls-key plus --token-file or --tls-client-ca",
       defaultText: "off",
+    },
+    { name: "tls-cert", kind: "string", metavar: "FILE", help: "PEM certificate chain to serve TLS with on the TCP listener (clients then use grpcs://); needs --tls-key" },
+    { name: "tls-key", kind: "string", metavar: "FILE", help: "PEM private key of --tls-cert" },
+    {
+      name: "tls-client-ca",
+      kind: "string",
+      metavar: "FILE",
+      help: "PEM CA certificates: TCP clients must present a certificate signed by one of them (mutual TLS)",
+    },
+    {
+      name: "token-file",
+      kind: "string",
+      metavar: "FILE",
+      help: "bearer tokens TCP clients must send as authorization: Bearer TOKEN, one per line as TOKEN SCOPE[,SCOPE...] with scopes read, write, execute (# comments); the Unix socket needs none",
     },
     {
       name: "max-cache-size",

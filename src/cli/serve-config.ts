@@ -11,7 +11,9 @@ import {
   type Environment,
 } from "../config/defaults";
 import type { DigestFn } from "../digest/digest";
+import { isLoopback } from "./loopback";
 import { type ParsedFlags, UsageError } from "./parse-args";
+import { tcpSecurityFrom } from "./tcp-security";
 
 /** Paths given on the command line are taken relative to the working directory. */
 export function dataDirFrom(flags: ParsedFlags, e: Environment): string {
@@ -42,18 +44,13 @@ export function serveConfigFrom(flags: ParsedFlags, e: Environment): ServeConfig
     instanceDigestFunctions[instance] = fn as DigestFn;
   }
   const tcp = flags.hostPort("tcp");
-  if (tcp !== undefined && !isLoopback(tcp.host)) {
-    // Plaintext with no authentication would hand the cache (and execution)
-    // to anyone on the network; TLS and tokens are not implemented yet.
-    throw new UsageError(
-      `--tcp ${tcp.host}:${tcp.port} is not a loopback address; lre's TCP listener has no TLS or authentication yet, so it only listens on 127.0.0.1, ::1 or localhost`,
-      "serve",
-    );
-  }
+  // Off loopback, refuses to start without TLS and a way to tell callers apart.
+  const tcpSecurity = tcpSecurityFrom(flags, tcp);
   return {
     socketPath: socketPathFrom(flags, e),
     dataDir,
     ...(tcp === undefined ? {} : { tcp }),
+    tcpSecurity,
     maxCacheBytes: flags.number("max-cache-size") ?? defaultMaxCacheBytes(dataDir),
     logLevel: (flags.string("log-level") ?? "info") as LogLevel,
     digestFunction: (flags.string("digest-function") ?? "sha256") as DigestFn,
@@ -69,8 +66,4 @@ export function serveConfigFrom(flags: ParsedFlags, e: Environment): ServeConfig
   };
 }
 
-/** Loopback hosts: the only ones a plaintext, unauthenticated listener may use. */
-export function isLoopback(host: string): boolean {
-  const h = host.replace(/^\[(.*)\]$/, "$1");
-  return h === "localhost" || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
-}
+export { isLoopback };

@@ -6,6 +6,7 @@ import type { RunningExecution } from "./execution";
 import { ensureWritableDir } from "./data-dir";
 import { createLogger } from "./logger";
 import { bindPrivately, prepareSocketPath, removeSocket } from "./socket";
+import { loadTcpSecurity } from "./tcp-security";
 
 /** Output of `lre serve` that is meant for people and scripts (the address line). */
 export interface ServeIo {
@@ -24,6 +25,8 @@ export async function runServe(cfg: ServeConfig, backend: Backend, io: ServeIo):
   // starting up still takes the orderly path below instead of killing us.
   const stopRequested = nextSignal(() => log.warn("second signal: stopping now without waiting for running work"));
   ensureWritableDir(cfg.dataDir);
+  // Before anything is opened: a bad certificate or token file is a startup error.
+  const security = loadTcpSecurity(cfg.tcpSecurity);
   await prepareSocketPath(cfg.socketPath, log);
 
   let storage: Storage;
@@ -54,6 +57,7 @@ export async function runServe(cfg: ServeConfig, backend: Backend, io: ServeIo):
         ...(execution === undefined ? {} : { extraServices: [execution.service] }),
         onAcLookup: (hit) => storage.recordAcLookup(hit),
         listen: { socketPath: cfg.socketPath, ...(cfg.tcp === undefined ? {} : { tcp: cfg.tcp }) },
+        ...security,
       }),
     );
   } catch (err) {
@@ -64,7 +68,8 @@ export async function runServe(cfg: ServeConfig, backend: Backend, io: ServeIo):
   }
 
   const endpoints = [`unix://${cfg.socketPath}`];
-  if (server.tcpAddress !== undefined) endpoints.push(`grpc://${server.tcpAddress}`);
+  if (server.tcpAddress !== undefined) endpoints.push(`${security.tls === undefined ? "grpc" : "grpcs"}://${server.tcpAddress}`);
+  if (server.tcpAddress !== undefined) log.info(describeTcpGuard(security));
   io.stdout(`lre listening on ${endpoints.join(" and ")}, data dir ${cfg.dataDir}`);
   log.debug(
     `cache limit ${formatSize(cfg.maxCacheBytes)}, ${cfg.exec.enabled ? `execution on, ${cfg.exec.jobs} jobs` : "execution off"}, default digest ${cfg.digestFunction}`,
@@ -78,6 +83,12 @@ export async function runServe(cfg: ServeConfig, backend: Backend, io: ServeIo):
   removeSocket(cfg.socketPath);
   log.info("stopped");
   return 0;
+}
+
+function describeTcpGuard(s: ReturnType<typeof loadTcpSecurity>): string {
+  const transport = s.tls === undefined ? "plaintext" : s.tls.clientCa === undefined ? "TLS" : "TLS with client certificates";
+  const tokens = s.tokens === undefined ? "no bearer tokens" : `${s.tokens.size} bearer token(s) required`;
+  return `TCP listener: ${transport}, ${tokens}`;
 }
 
 /** Resolves on the first SIGINT or SIGTERM; a second one exits at once, for an operator who cannot wait. */

@@ -10,6 +10,14 @@ export interface TcpAddress {
   readonly port: number;
 }
 
+/** How the TCP listener is protected (src/cli/tcp-security.ts); paths are absolute. */
+export interface TcpSecurityConfig {
+  /** TLS on the TCP listener; with clientCaFile, client certificates are required. */
+  readonly tls?: { readonly certFile: string; readonly keyFile: string; readonly clientCaFile?: string };
+  /** Bearer tokens every TCP call but GetCapabilities must carry. */
+  readonly tokenFile?: string;
+}
+
 /** Settings for the executor; the CLI only collects them. */
 export interface ExecConfig {
   /** False turns lre into a cache only (no Execute service). */
@@ -28,6 +36,8 @@ export interface ServeConfig {
   readonly socketPath: string;
   readonly dataDir: string;
   readonly tcp?: TcpAddress;
+  /** Empty without --tcp. */
+  readonly tcpSecurity: TcpSecurityConfig;
   readonly maxCacheBytes: number;
   readonly logLevel: LogLevel;
   /** For requests that do not name a digest function (Bazel < 6.4 speaks only SHA-256, Buck2 never names one). */

@@ -3,12 +3,15 @@ import type { ActionCache } from "../ac/action-cache";
 import type { BlobStore } from "../cas/blob-store";
 import type { DigestConfig } from "../digest/instance-name";
 import { GrpcCode, RpcError } from "../errors";
+import { requireToken } from "./auth/require-token";
+import type { TokenTable } from "./auth/token-table";
 import { CallTracker } from "./call-tracker";
 import { createAcService } from "./ac-service";
 import { createByteStreamService } from "./bytestream-service";
 import { createCapabilitiesService } from "./capabilities-service";
 import { createCasService } from "./cas-service";
 import type { ServiceEntry } from "./service-entry";
+import type { TlsMaterial } from "./tls";
 import { listenTcp, listenUnix, type UnixListener } from "./unix-listener";
 
 export type { ServiceEntry } from "./service-entry";
@@ -26,6 +29,10 @@ export interface ServerConfig {
   listen: { socketPath?: string; tcp?: { host: string; port: number } };
   /** How long an interrupted ByteStream upload may wait for its client to resume. Default 10 minutes. */
   uploadIdleMs?: number;
+  /** Serve TLS (and with `clientCa`, require client certificates) on the TCP listener. */
+  tls?: TlsMaterial;
+  /** Require a bearer token from this table on every TCP call but GetCapabilities; Unix-socket calls need none. */
+  tokens?: TokenTable;
 }
 
 export interface RunningServer {
@@ -87,7 +94,7 @@ export async function startServer(c: ServerConfig): Promise<RunningServer> {
   ];
   const calls = new CallTracker();
   for (const s of services) {
-    const tracked = calls.wrap(s);
+    const tracked = calls.wrap(c.tokens === undefined ? s : requireToken(s, c.tokens));
     server.addService(tracked.definition, tracked.implementation);
   }
 
@@ -106,7 +113,7 @@ export async function startServer(c: ServerConfig): Promise<RunningServer> {
     }
     if (tcp !== undefined) {
       const host = tcp.host.includes(":") && !tcp.host.startsWith("[") ? `[${tcp.host}]` : tcp.host;
-      const bound = await listenTcp(server, host, tcp.port).catch((err: unknown) => {
+      const bound = await listenTcp(server, host, tcp.port, c.tls).catch((err: unknown) => {
         const message = err instanceof Error ? err.message : String(err);
         throw new RpcError(GrpcCode.UNAVAILABLE, `cannot listen on ${host}:${tcp.port}: ${message}`, { cause: err });
       });

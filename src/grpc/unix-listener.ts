@@ -16,9 +16,12 @@
  */
 import * as net from "node:net";
 import { Duplex } from "node:stream";
+import * as tls from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { AuthorityFilter } from "./authority-filter";
 import { InitialWindowRepair } from "./initial-window-repair";
+import { labelPeer, unixPeerAddress } from "./peer";
+import { type TlsMaterial, tlsServerOptions } from "./tls";
 
 export interface UnixListener {
   /**
@@ -31,29 +34,61 @@ export interface UnixListener {
 
 /** Listens on `path` (which must not exist) and serves `server`'s services there. */
 export function listenUnix(server: grpc.Server, path: string): Promise<UnixListener> {
-  return listenFiltered(server, (l, done) => l.listen(path, done)).then(({ listener }) => listener);
+  const peer = unixPeerAddress(path);
+  return listenFiltered(server, (l, done) => l.listen(path, done), { peer: () => ({ address: peer }) }).then(({ listener }) => listener);
 }
 
 /**
  * Listens on TCP `host:port` (port 0: any free one) the same way, so TCP clients
  * get the same flow-control repair (initial-window-repair.ts). Resolves to the bound port.
+ * With `secure`, connections speak TLS, decrypted here before the shim (tls.ts).
  */
-export async function listenTcp(server: grpc.Server, host: string, port: number): Promise<{ listener: UnixListener; port: number }> {
+export async function listenTcp(
+  server: grpc.Server,
+  host: string,
+  port: number,
+  secure?: TlsMaterial,
+): Promise<{ listener: UnixListener; port: number }> {
   const bare = host.startsWith("[") ? host.slice(1, -1) : host;
-  return listenFiltered(server, (l, done) => l.listen(port, bare, done));
+  return listenFiltered(server, (l, done) => l.listen(port, bare, done), {
+    peer: (socket) => ({ address: socket.remoteAddress, ...(socket.remotePort === undefined ? {} : { port: socket.remotePort }) }),
+    ...(secure === undefined ? {} : { secure }),
+  });
 }
+
+interface ListenOptions {
+  /** The peer grpc-js reports for calls on a connection (peer.ts). */
+  peer: (socket: net.Socket) => { address: string | undefined; port?: number };
+  secure?: TlsMaterial;
+}
+
+/** A TLS handshake that has not finished by then is dropped, so half-open connections cannot pile up. */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 function listenFiltered(
   server: grpc.Server,
   start: (listener: net.Server, done: () => void) => void,
+  o: ListenOptions,
 ): Promise<{ listener: UnixListener; port: number }> {
   const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
   const open = new Set<net.Socket>();
-  const listener = net.createServer({ allowHalfOpen: true }, (socket) => {
+  const inject = (socket: net.Socket) => {
+    const filtered = new FilteredSocket(socket);
+    const peer = o.peer(socket);
+    labelPeer(filtered, peer.address, peer.port);
+    injector.injectConnection(filtered);
+  };
+  const listener =
+    o.secure === undefined
+      ? net.createServer({ allowHalfOpen: true }, inject)
+      : tls.createServer({ ...tlsServerOptions(o.secure), allowHalfOpen: true, handshakeTimeout: HANDSHAKE_TIMEOUT_MS }, inject);
+  // Counted from the raw connection, so close() also ends those still in their TLS handshake.
+  listener.on("connection", (socket: net.Socket) => {
     open.add(socket);
     socket.once("close", () => open.delete(socket));
-    injector.injectConnection(new FilteredSocket(socket));
   });
+  // A failed handshake (wrong CA, no client certificate) only ends that connection.
+  listener.on("tlsClientError", () => {});
   return new Promise((resolve, reject) => {
     listener.once("error", reject);
     start(listener, () => {

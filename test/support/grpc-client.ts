@@ -111,9 +111,12 @@ export function collect<T>(stream: grpc.ClientReadableStream<T>): Promise<T[]> {
 }
 
 /** Creates clients for a socket path (`/tmp/x.sock`), `unix:` target, or `host:port`. */
-export function createClients(address: string, options: grpc.ClientOptions = {}): ReapiClients {
+export function createClients(
+  address: string,
+  options: grpc.ClientOptions = {},
+  creds: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
+): ReapiClients {
   const target = targetFor(address);
-  const creds = grpc.credentials.createInsecure();
   const opts = { ...CLIENT_OPTIONS, ...options };
   const capabilities = new CapabilitiesClient(target, creds, opts);
   // One channel for all services: REAPI clients multiplex on a single connection.
