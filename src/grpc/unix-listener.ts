@@ -20,6 +20,7 @@ import * as tls from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { AuthorityFilter } from "./authority-filter";
 import { InitialWindowRepair } from "./initial-window-repair";
+import { createWideWindowInjector } from "./receive-window";
 import { labelPeer, unixPeerAddress } from "./peer";
 import { type TlsMaterial, tlsServerOptions } from "./tls";
 
@@ -70,7 +71,7 @@ function listenFiltered(
   start: (listener: net.Server, done: () => void) => void,
   o: ListenOptions,
 ): Promise<{ listener: UnixListener; port: number }> {
-  const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+  const injector = createWideWindowInjector(server, grpc.ServerCredentials.createInsecure());
   const open = new Set<net.Socket>();
   const inject = (socket: net.Socket) => {
     const filtered = new FilteredSocket(socket);
