@@ -395,9 +395,47 @@ class InlineWriter implements BlobWriter {
   }
 }
 
+/**
+ * A streamed upload's bytes are gathered into WRITE_BATCH_BYTES pieces and
+ * written in the background, so the caller can take the next message while
+ * the file write runs on Bun's thread pool; write() waits only once more than
+ * MAX_UNWRITTEN_BYTES are still unwritten. Awaiting every 64 KiB write instead
+ * kept a 512 MiB ByteStream Write at 92-95 MiB/s, the server idle half the
+ * time; one write per MiB also costs less CPU than 16 (0.15 vs 0.25-0.3 s of
+ * thread-pool time per 512 MiB). Durability is unchanged: commit() waits for
+ * every write, then fsyncs, before the blob is published.
+ */
+const WRITE_BATCH_BYTES = 1024 * 1024;
+const MAX_UNWRITTEN_BYTES = 4 * 1024 * 1024;
+/**
+ * Batch buffers are reused: a fresh 1 MiB buffer per batch cost page faults
+ * (11% of the server's CPU on a 512 MiB upload) and left hundreds of MiB of
+ * garbage for the GC to find. Up to this many idle ones are kept.
+ */
+const POOLED_BATCHES = 16;
+const batchPool: Buffer[] = [];
+
+function takeBatch(size: number): Buffer {
+  if (size === WRITE_BATCH_BYTES) return batchPool.pop() ?? Buffer.allocUnsafe(WRITE_BATCH_BYTES);
+  return Buffer.allocUnsafe(size);
+}
+
+function returnBatch(b: Buffer): void {
+  if (b.byteLength === WRITE_BATCH_BYTES && batchPool.length < POOLED_BATCHES) batchPool.push(b);
+}
+
 class FileWriter implements BlobWriter {
   private written = 0;
   private state: "open" | "committing" | "done" = "open";
+  /** The batch being filled, and how much of it is. */
+  private batch: Buffer | undefined;
+  private batchFill = 0;
+  /** Background writes in order, with the bytes each carries. */
+  private readonly pending: { done: Promise<void>; bytes: number }[] = [];
+  private unwritten = 0;
+  /** Where the file's next write goes (positional, so writes need not be serial to stay in order). */
+  private fileOffset = 0;
+  private failure: unknown;
 
   constructor(
     readonly digest: Digest,
@@ -416,17 +454,22 @@ class FileWriter implements BlobWriter {
       await this.abort();
       checkSize(this.digest, this.written + chunk.byteLength);
     }
-    try {
-      let at = 0;
-      while (at < chunk.byteLength) {
-        const { bytesWritten } = await this.handle.write(chunk, at, chunk.byteLength - at);
-        at += bytesWritten;
-      }
-    } catch (err) {
-      await this.abort();
-      throw ioError(err, `writing upload of ${formatDigest(this.digest)}`);
+    await this.failed();
+    // Copied: the caller may reuse its buffer once this resolves.
+    let at = 0;
+    while (at < chunk.byteLength) {
+      this.batch ??= takeBatch(Math.min(WRITE_BATCH_BYTES, this.digest.sizeBytes - this.written - at + this.batchFill));
+      const n = Math.min(chunk.byteLength - at, this.batch.byteLength - this.batchFill);
+      this.batch.set(chunk.subarray(at, at + n), this.batchFill);
+      this.batchFill += n;
+      at += n;
+      if (this.batchFill === this.batch.byteLength) this.flushBatch();
     }
     this.written += chunk.byteLength;
+    while (this.unwritten > MAX_UNWRITTEN_BYTES) {
+      await (this.pending[0] as { done: Promise<void> }).done;
+    }
+    await this.failed();
   }
 
   async commit(): Promise<void> {
@@ -434,6 +477,9 @@ class FileWriter implements BlobWriter {
     this.state = "committing";
     try {
       checkSize(this.digest, this.written);
+      this.flushBatch();
+      await this.settled();
+      if (this.failure !== undefined) throw this.failure;
       await this.handle.sync();
       await this.handle.close();
       await this.publish(this.tmp);
@@ -447,8 +493,60 @@ class FileWriter implements BlobWriter {
   async abort(): Promise<void> {
     if (this.state === "done") return;
     this.state = "done";
+    if (this.batch !== undefined) returnBatch(this.batch);
+    this.batch = undefined;
+    await this.settled();
     await this.handle.close().catch(() => undefined);
     await unlink(this.tmp).catch(ignoreNoEnt);
+  }
+
+  /** Starts writing the batch gathered so far. */
+  private flushBatch(): void {
+    const batch = this.batch;
+    const data = batch?.subarray(0, this.batchFill);
+    this.batch = undefined;
+    this.batchFill = 0;
+    if (batch === undefined || data === undefined) return;
+    if (data.byteLength === 0) {
+      returnBatch(batch);
+      return;
+    }
+    const position = this.fileOffset;
+    this.fileOffset += data.byteLength;
+    this.unwritten += data.byteLength;
+    const entry = { done: Promise.resolve(), bytes: data.byteLength };
+    entry.done = this.writeFully(data, position).then(
+      () => undefined,
+      (err: unknown) => {
+        this.failure ??= err;
+      },
+    ).finally(() => {
+      returnBatch(batch);
+      this.unwritten -= entry.bytes;
+      this.pending.splice(this.pending.indexOf(entry), 1);
+    });
+    this.pending.push(entry);
+  }
+
+  private async writeFully(data: Buffer, position: number): Promise<void> {
+    let at = 0;
+    while (at < data.byteLength) {
+      const { bytesWritten } = await this.handle.write(data, at, data.byteLength - at, position + at);
+      at += bytesWritten;
+    }
+  }
+
+  /** Resolves once no background write is running; never rejects. */
+  private async settled(): Promise<void> {
+    while (this.pending.length > 0) await Promise.all(this.pending.map((p) => p.done));
+  }
+
+  /** Throws (after discarding the upload) if a background write failed. */
+  private async failed(): Promise<void> {
+    if (this.failure === undefined) return;
+    const err = this.failure;
+    await this.abort();
+    throw ioError(err, `writing upload of ${formatDigest(this.digest)}`);
   }
 }
 
