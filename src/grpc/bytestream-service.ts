@@ -14,6 +14,7 @@ import {
   type WriteRequest,
   type WriteResponse,
 } from "../proto/google/bytestream/bytestream";
+import { decodeWriteRequest, encodeReadResponse } from "./bytestream-codec";
 import type { ServiceEntry } from "./service-entry";
 import { clientStreamHandler, serverStreamHandler, unaryHandler, writeMessage } from "./status";
 import { type UploadSession, UploadSessions } from "./upload-sessions";
@@ -35,6 +36,13 @@ export interface ByteStreamServiceHandle extends ServiceEntry {
 export const READ_CHUNK_BYTES = 1024 * 1024;
 const DEFAULT_UPLOAD_IDLE_MS = 10 * 60 * 1000;
 
+/** The generated service, with codecs that copy blob bytes once less (bytestream-codec.ts). */
+const BYTESTREAM_DEFINITION = {
+  ...ByteStreamService,
+  read: { ...ByteStreamService.read, responseSerialize: encodeReadResponse },
+  write: { ...ByteStreamService.write, requestDeserialize: decodeWriteRequest },
+} as const;
+
 export function createByteStreamService(options: ByteStreamServiceOptions): ByteStreamServiceHandle {
   const { cas, digests } = options;
   const sessions = new UploadSessions(cas, options.uploadIdleMs ?? DEFAULT_UPLOAD_IDLE_MS);
@@ -43,7 +51,7 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
     isEmptyDigest(d) || (await cas.findMissing([d])).length === 0;
 
   return {
-    definition: ByteStreamService,
+    definition: BYTESTREAM_DEFINITION,
     sessions,
     close: () => sessions.close(),
     implementation: {
