@@ -11,8 +11,10 @@ import {
   type Environment,
 } from "../config/defaults";
 import type { DigestFn } from "../digest/digest";
-import { isLoopback } from "./loopback";
+import { parseInstanceName } from "../digest/instance-name";
+import { type ExecuteUpstreamMode, type UpstreamConfig, parseUpstreamUrl } from "../upstream/upstream-config";
 import { type ParsedFlags, UsageError } from "./parse-args";
+import { isLoopback } from "./loopback";
 import { tcpSecurityFrom } from "./tcp-security";
 
 /** Paths given on the command line are taken relative to the working directory. */
@@ -46,7 +48,9 @@ export function serveConfigFrom(flags: ParsedFlags, e: Environment): ServeConfig
   const tcp = flags.hostPort("tcp");
   // Off loopback, refuses to start without TLS and a way to tell callers apart.
   const tcpSecurity = tcpSecurityFrom(flags, tcp);
+  const upstream = upstreamConfigFrom(flags);
   return {
+    ...(upstream === undefined ? {} : { upstream }),
     socketPath: socketPathFrom(flags, e),
     dataDir,
     ...(tcp === undefined ? {} : { tcp }),
@@ -63,6 +67,49 @@ export function serveConfigFrom(flags: ParsedFlags, e: Environment): ServeConfig
       defaultTimeoutMs: defaultTimeoutS * 1000,
       maxTimeoutMs: maxTimeoutS * 1000,
     },
+  };
+}
+
+/** The --upstream* flags; the others make no sense without --upstream. */
+function upstreamConfigFrom(flags: ParsedFlags): UpstreamConfig | undefined {
+  const url = flags.string("upstream");
+  const execute = (flags.string("execute-upstream") ?? "never") as ExecuteUpstreamMode;
+  const caFile = flags.string("upstream-ca");
+  const tokenFile = flags.string("upstream-token-file");
+  const instance = flags.string("upstream-instance");
+  if (url === undefined) {
+    const stray = [["upstream-ca", caFile], ["upstream-token-file", tokenFile], ["upstream-instance", instance]].find(([, v]) => v !== undefined);
+    if (stray !== undefined) throw new UsageError(`--${stray[0]} needs --upstream URL`, "serve");
+    if (execute !== "never") throw new UsageError(`--execute-upstream ${execute} needs --upstream URL`, "serve");
+    return undefined;
+  }
+  let parsed: ReturnType<typeof parseUpstreamUrl>;
+  try {
+    parsed = parseUpstreamUrl(url);
+  } catch (err) {
+    throw new UsageError(`--upstream ${err instanceof Error ? err.message : String(err)}`, "serve");
+  }
+  if (caFile !== undefined && !parsed.tls) throw new UsageError(`--upstream-ca needs a grpcs:// upstream, not "${url}"`, "serve");
+  if (tokenFile !== undefined && !parsed.tls && parsed.host !== undefined && !isLoopback(parsed.host)) {
+    // A bearer token in plaintext is readable by anyone on the path.
+    throw new UsageError(`--upstream-token-file with "${url}" would send the token unencrypted; use grpcs://`, "serve");
+  }
+  let upInstance: string | undefined;
+  if (instance !== undefined) {
+    try {
+      upInstance = parseInstanceName(instance);
+    } catch (err) {
+      throw new UsageError(`--upstream-instance: ${err instanceof Error ? err.message : String(err)}`, "serve");
+    }
+  }
+  return {
+    url,
+    target: parsed.target,
+    tls: parsed.tls,
+    ...(caFile === undefined ? {} : { caFile: resolve(caFile) }),
+    ...(tokenFile === undefined ? {} : { tokenFile: resolve(tokenFile) }),
+    ...(upInstance === undefined ? {} : { instance: upInstance }),
+    execute,
   };
 }
 

@@ -7,6 +7,7 @@ import { ensureWritableDir } from "./data-dir";
 import { createLogger } from "./logger";
 import { bindPrivately, prepareSocketPath, removeSocket } from "./socket";
 import { loadTcpSecurity } from "./tcp-security";
+import { type RunningUpstream, startUpstream } from "../upstream/start-upstream";
 
 /** Output of `lre serve` that is meant for people and scripts (the address line). */
 export interface ServeIo {
@@ -36,31 +37,47 @@ export async function runServe(cfg: ServeConfig, backend: Backend, io: ServeIo):
     throw new CliError(`cannot open the store in data dir "${cfg.dataDir}": ${messageOf(err)}`);
   }
 
+  const digests = { defaultDigestFn: cfg.digestFunction, instanceDigestFn: { ...cfg.instanceDigestFunctions } };
+  let upstream: RunningUpstream | undefined;
+  if (cfg.upstream !== undefined) {
+    try {
+      upstream = await startUpstream(cfg.upstream, storage, { dataDir: cfg.dataDir, digests, log });
+    } catch (err) {
+      await storage.close();
+      throw new CliError(`cannot use upstream "${cfg.upstream.url}": ${messageOf(err)}`);
+    }
+  }
+  // With an upstream, everything below reads through it and writes behind to it.
+  storage = upstream?.storage ?? storage;
+
   let execution: RunningExecution | undefined;
   if (cfg.exec.enabled) {
     try {
       execution = await backend.startExecution(cfg, storage, log);
     } catch (err) {
+      await upstream?.close();
       await storage.close();
       throw new CliError(`cannot start the executor with data dir "${cfg.dataDir}": ${messageOf(err)}`);
     }
   }
 
+  const executionService = upstream === undefined ? execution?.service : upstream.execution(execution?.service);
   let server: RunningServer;
   try {
     server = await bindPrivately(cfg.socketPath, () =>
       backend.startServer({
         cas: storage.cas,
-        ac: storage.ac,
-        digests: { defaultDigestFn: cfg.digestFunction, instanceDigestFn: { ...cfg.instanceDigestFunctions } },
-        execEnabled: execution !== undefined,
-        ...(execution === undefined ? {} : { extraServices: [execution.service] }),
+        ac: execution?.ac ?? storage.ac,
+        digests,
+        execEnabled: executionService !== undefined,
+        ...(executionService === undefined ? {} : { extraServices: [executionService] }),
         onAcLookup: (hit) => storage.recordAcLookup(hit),
         listen: { socketPath: cfg.socketPath, ...(cfg.tcp === undefined ? {} : { tcp: cfg.tcp }) },
         ...security,
       }),
     );
   } catch (err) {
+    await upstream?.close();
     await storage.close();
     removeSocket(cfg.socketPath);
     const where = cfg.tcp === undefined ? `"${cfg.socketPath}"` : `"${cfg.socketPath}" and ${cfg.tcp.host}:${cfg.tcp.port}`;
@@ -70,6 +87,7 @@ export async function runServe(cfg: ServeConfig, backend: Backend, io: ServeIo):
   const endpoints = [`unix://${cfg.socketPath}`];
   if (server.tcpAddress !== undefined) endpoints.push(`${security.tls === undefined ? "grpc" : "grpcs"}://${server.tcpAddress}`);
   if (server.tcpAddress !== undefined) log.info(describeTcpGuard(security));
+  if (cfg.upstream !== undefined) log.info(`fronting upstream ${cfg.upstream.url} (execute ${cfg.upstream.execute})`);
   io.stdout(`lre listening on ${endpoints.join(" and ")}, data dir ${cfg.dataDir}`);
   log.debug(
     `cache limit ${formatSize(cfg.maxCacheBytes)}, ${cfg.exec.enabled ? `execution on, ${cfg.exec.jobs} jobs` : "execution off"}, default digest ${cfg.digestFunction}`,
@@ -79,6 +97,7 @@ export async function runServe(cfg: ServeConfig, backend: Backend, io: ServeIo):
   log.info(`${signal} received: finishing running work (up to ${cfg.graceMs / 1000} s), then exiting`);
   await server.shutdown(cfg.graceMs);
   execution?.close();
+  await upstream?.close();
   await storage.close();
   removeSocket(cfg.socketPath);
   log.info("stopped");

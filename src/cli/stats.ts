@@ -3,6 +3,7 @@ import { formatSize } from "../config/size";
 import { CliError, messageOf } from "./cli-error";
 import { type ExecutorStatus, readExecutorStatus } from "./executor-status";
 import type { Backend, Storage, StorageStats } from "./contracts";
+import { formatUpstreamStatus, readUpstreamStatus } from "../upstream/upstream-status";
 
 /**
  * Opens the store of `dataDir` beside a running server or without one (LMDB
@@ -25,7 +26,9 @@ export async function withStorage<T>(backend: Backend, dataDir: string, maxBytes
 export async function runStats(backend: Backend, dataDir: string, json: boolean, out: (text: string) => void): Promise<number> {
   const stats = await withStorage(backend, dataDir, defaultMaxCacheBytes(dataDir), (s) => s.stats());
   const executor = readExecutorStatus(dataDir);
-  out(json ? JSON.stringify({ dataDir, ...stats, executor: executor ?? null }) + "\n" : formatStats(dataDir, stats, executor));
+  const upstream = readUpstreamStatus(dataDir);
+  const upstreamLine = upstream === undefined ? "" : `upstream        ${formatUpstreamStatus(upstream)}\n`;
+  out(json ? JSON.stringify({ dataDir, ...stats, executor: executor ?? null, upstream: upstream ?? null }) + "\n" : formatStats(dataDir, stats, executor) + upstreamLine);
   return 0;
 }
 

@@ -1,4 +1,5 @@
 import type { DigestFn } from "../digest/digest";
+import type { UpstreamConfig } from "../upstream/upstream-config";
 
 /** Typed settings of `lre serve`, built from flags and defaults by src/cli/serve-config.ts. */
 
@@ -47,4 +48,6 @@ export interface ServeConfig {
   /** How long running work may take to finish after SIGINT/SIGTERM. */
   readonly graceMs: number;
   readonly exec: ExecConfig;
+  /** Another REAPI server this one fronts (read-through, write-behind, optional execution). */
+  readonly upstream?: UpstreamConfig;
 }
