@@ -24,7 +24,7 @@ import type { Closure } from "../sandbox/spec";
 import type { Digest } from "../src/digest/digest";
 import { toWire } from "../src/digest/digest";
 import { digestOf } from "../src/digest/hasher";
-import { FileCache } from "../src/exec/file-cache";
+import { CacheLease, FileCache } from "../src/exec/file-cache";
 import type { InputTree } from "../src/exec/input-tree";
 import { removeTree } from "../src/exec/local-executor";
 import { stageInputs } from "../src/exec/stage-inputs";
@@ -229,7 +229,7 @@ try {
   const tree: InputTree = { directories, files, symlinks: [], fileDigests: files.map((f) => f.digest) };
   const cache = new FileCache(join(work, "filecache"), storage.cas);
   // Warm the file cache: staging in steady state is hardlinks only.
-  await stageInputs(tree, join(work, "stage-warm"), [], cache, storage.cas);
+  await stageInputs(tree, join(work, "stage-warm"), [], cache, storage.cas, new CacheLease());
   const cachePaths = files.map((f) => cache.pathOf(f.digest, false));
 
   const runs = quick ? 3 : 30;
@@ -239,7 +239,7 @@ try {
   const rawTeardown: number[] = [];
   for (let i = 0; i < runs; i++) {
     const a = join(work, `stage-${i}`);
-    staged.push(await timeMs(() => stageInputs(tree, a, [], cache, storage.cas)));
+    staged.push(await timeMs(() => stageInputs(tree, a, [], cache, storage.cas, new CacheLease())));
     const b = join(work, `raw-${i}`);
     raw.push(
       await timeMs(() => {

@@ -10,9 +10,10 @@
  * filesystem as /nix/store, hence the default location under /nix/var.
  */
 import { randomBytes } from "node:crypto";
-import { chmodSync, constants as fsc, copyFileSync, linkSync, lstatSync, mkdirSync, readdirSync, readlinkSync, symlinkSync } from "node:fs";
-import { chmod, lstat, mkdir, readdir, rename, rm, stat, utimes } from "node:fs/promises";
+import { chmodSync, linkSync, lstatSync, mkdirSync, readdirSync, readlinkSync, symlinkSync } from "node:fs";
+import { mkdir, readdir, rename, stat, utimes } from "node:fs/promises";
 import { basename, join } from "node:path";
+import { isErrno, linkOrCopy, removeTree } from "./fs-util";
 import { isPathHeld } from "./in-use";
 import type { Closure } from "./spec";
 
@@ -109,19 +110,6 @@ async function mirror(src: string, dst: string): Promise<void> {
   }
 }
 
-function linkOrCopy(from: string, to: string, mode: number): void {
-  try {
-    linkSync(from, to);
-  } catch (err) {
-    // EXDEV: views on another filesystem. EPERM: fs.protected_hardlinks
-    // refuses links to files we do not own (non-root lre). EMLINK: the
-    // inode's link count is exhausted. A copy is slower but equivalent.
-    if (!isErrno(err, "EXDEV") && !isErrno(err, "EPERM") && !isErrno(err, "EMLINK")) throw err;
-    copyFileSync(from, to, fsc.COPYFILE_FICLONE);
-    chmodSync(to, mode);
-  }
-}
-
 /** Marks a view as recently used (mtime drives LRU collection). */
 async function touchIfExists(dir: string): Promise<boolean> {
   try {
@@ -187,19 +175,4 @@ export async function collectClosureViews(options: CollectViewsOptions): Promise
     removed.push(view.name);
   }
   return removed;
-}
-
-/** rm -rf that also works for a non-root owner of read-only (0555) directories. */
-async function removeTree(path: string): Promise<void> {
-  const st = await lstat(path).catch(() => undefined);
-  if (!st) return;
-  if (st.isDirectory()) {
-    await chmod(path, 0o755).catch(() => undefined);
-    for (const entry of await readdir(path)) await removeTree(join(path, entry));
-  }
-  await rm(path, { recursive: true, force: true });
-}
-
-function isErrno(err: unknown, code: string): boolean {
-  return typeof err === "object" && err !== null && (err as { code?: unknown }).code === code;
 }

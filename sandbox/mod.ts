@@ -19,5 +19,6 @@ export type { ClosureViewOptions, CollectViewsOptions } from "./closure-view";
 export { SandboxStartError, findPidsCgroupDir, runSandboxed } from "./run";
 export type { RunOptions, RunResult } from "./run";
 export { actionSandboxSpec } from "./action-spec";
+export { linkOrCopy, removeTree } from "./fs-util";
 export type { ActionSandboxOptions } from "./action-spec";
 export { actionSeccompFilter } from "./seccomp";

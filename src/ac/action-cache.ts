@@ -7,6 +7,12 @@ export type ResultOrigin = "sandbox" | "client";
 export interface CachedResult {
   readonly result: ActionResult;
   readonly origin: ResultOrigin;
+  /**
+   * For sandbox results of actions that used the server's default closure
+   * (`lre serve --closure`, not part of the action digest): which closure.
+   * A result recorded with a closure other than the current default is stale.
+   */
+  readonly closureHash?: string;
 }
 
 /**

@@ -7,12 +7,16 @@ import { acquireEnv } from "../storage/lmdb-env";
 import type { ActionCache, CachedResult, ResultOrigin } from "./action-cache";
 
 const ORIGIN_BYTE: Readonly<Record<ResultOrigin, number>> = { sandbox: 1, client: 2 };
+/** A sandbox result followed by its default-closure hash: [3][length][ASCII hash][ActionResult]. */
+const SANDBOX_WITH_CLOSURE = 3;
 
 /**
  * The durable action cache, in the same LMDB env as the CAS. A value is one
  * origin byte followed by the encoded ActionResult; the origin lets lre keep
- * trusting its own sandbox results apart from client uploads. A put resolves
- * only after the commit is flushed to disk.
+ * trusting its own sandbox results apart from client uploads. Sandbox results
+ * of actions that ran with the server's default closure carry that closure's
+ * hash between the two (origin byte 3), so older values read unchanged. A put
+ * resolves only after the commit is flushed to disk.
  */
 export class LmdbActionCache implements ActionCache {
   private closed = false;
@@ -27,21 +31,13 @@ export class LmdbActionCache implements ActionCache {
     this.checkOpen();
     const value = this.env.ac.getBinary(keyOf(instance, action));
     if (value === undefined || value.byteLength === 0) return undefined;
-    const origin: ResultOrigin = value[0] === ORIGIN_BYTE.sandbox ? "sandbox" : "client";
-    try {
-      return { result: ActionResult.decode(value.subarray(1)), origin };
-    } catch {
-      // An undecodable entry is as good as absent: the action simply runs again.
-      return undefined;
-    }
+    // An undecodable entry is as good as absent: the action simply runs again.
+    return decodeValue(value);
   }
 
   async put(instance: string, action: Digest, entry: CachedResult): Promise<void> {
     this.checkOpen();
-    const encoded = ActionResult.encode(entry.result).finish();
-    const value = Buffer.allocUnsafe(encoded.byteLength + 1);
-    value[0] = ORIGIN_BYTE[entry.origin];
-    value.set(encoded, 1);
+    const value = encodeValue(entry);
     try {
       await this.env.ac.put(keyOf(instance, action), value);
       await this.env.root.flushed;
@@ -72,12 +68,9 @@ export class LmdbActionCache implements ActionCache {
         last = key;
         const parsed = parseKey(key);
         if (parsed === undefined || value.byteLength === 0) continue;
-        const origin: ResultOrigin = value[0] === ORIGIN_BYTE.sandbox ? "sandbox" : "client";
-        try {
-          page.push({ ...parsed, entry: { result: ActionResult.decode(value.subarray(1)), origin } });
-        } catch {
-          // Undecodable: absent for get, so absent here too.
-        }
+        // Undecodable: absent for get, so absent here too.
+        const entry = decodeValue(value);
+        if (entry !== undefined) page.push({ ...parsed, entry });
       }
       yield* page;
       if (!more || last === undefined) return;
@@ -90,7 +83,7 @@ export class LmdbActionCache implements ActionCache {
     let sandbox = 0;
     let client = 0;
     for (const { value } of this.env.ac.getRange({})) {
-      if (value[0] === ORIGIN_BYTE.sandbox) sandbox++;
+      if (value[0] === ORIGIN_BYTE.sandbox || value[0] === SANDBOX_WITH_CLOSURE) sandbox++;
       else client++;
     }
     return { sandbox, client };
@@ -104,6 +97,37 @@ export class LmdbActionCache implements ActionCache {
 
   private checkOpen(): void {
     if (this.closed) throw new RpcError(GrpcCode.UNAVAILABLE, "the action cache is closed; the server is shutting down, retry later");
+  }
+}
+
+function encodeValue(entry: CachedResult): Buffer {
+  const encoded = ActionResult.encode(entry.result).finish();
+  const tag = entry.origin === "sandbox" && entry.closureHash !== undefined ? Buffer.from(entry.closureHash, "latin1") : undefined;
+  if (tag !== undefined && tag.byteLength > 255) throw new RangeError("closure hash longer than 255 bytes");
+  const head = tag === undefined ? 1 : 2 + tag.byteLength;
+  const value = Buffer.allocUnsafe(head + encoded.byteLength);
+  if (tag === undefined) {
+    value[0] = ORIGIN_BYTE[entry.origin];
+  } else {
+    value[0] = SANDBOX_WITH_CLOSURE;
+    value[1] = tag.byteLength;
+    value.set(tag, 2);
+  }
+  value.set(encoded, head);
+  return value;
+}
+
+function decodeValue(value: Uint8Array): CachedResult | undefined {
+  try {
+    if (value[0] === SANDBOX_WITH_CLOSURE) {
+      const len = value[1] ?? 0;
+      const closureHash = Buffer.from(value.subarray(2, 2 + len)).toString("latin1");
+      return { result: ActionResult.decode(value.subarray(2 + len)), origin: "sandbox", closureHash };
+    }
+    const origin: ResultOrigin = value[0] === ORIGIN_BYTE.sandbox ? "sandbox" : "client";
+    return { result: ActionResult.decode(value.subarray(1)), origin };
+  } catch {
+    return undefined;
   }
 }
 

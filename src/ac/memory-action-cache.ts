@@ -10,20 +10,20 @@ import type { ActionCache, CachedResult, ResultOrigin } from "./action-cache";
  * or got cannot change what the next reader sees.
  */
 export class MemoryActionCache implements ActionCache {
-  private readonly entries = new Map<string, { bytes: Uint8Array; origin: ResultOrigin }>();
+  private readonly entries = new Map<string, { bytes: Uint8Array; origin: ResultOrigin; closureHash?: string }>();
   private closed = false;
 
   async get(instance: string, action: Digest): Promise<CachedResult | undefined> {
     this.checkOpen();
     const e = this.entries.get(keyOf(instance, action));
     if (e === undefined) return undefined;
-    return { result: ActionResult.decode(e.bytes), origin: e.origin };
+    return { result: ActionResult.decode(e.bytes), origin: e.origin, ...(e.closureHash === undefined ? {} : { closureHash: e.closureHash }) };
   }
 
   async put(instance: string, action: Digest, entry: CachedResult): Promise<void> {
     this.checkOpen();
     const bytes = ActionResult.encode(entry.result).finish();
-    this.entries.set(keyOf(instance, action), { bytes, origin: entry.origin });
+    this.entries.set(keyOf(instance, action), { bytes, origin: entry.origin, ...(entry.closureHash === undefined ? {} : { closureHash: entry.closureHash }) });
   }
 
   async close(): Promise<void> {

@@ -2,6 +2,9 @@ import { statSync } from "node:fs";
 import { join } from "node:path";
 import { DEFAULT_STORE_DIR, DEFAULT_VIEWS_DIR } from "../../sandbox/mod";
 import type { ServeConfig } from "../config/config";
+import type { ActionCache } from "../ac/action-cache";
+import { ClosureCheckingActionCache } from "../ac/closure-checking-action-cache";
+import { startDiskCollection } from "../exec/disk-collector";
 import { createLocalExecution } from "../exec/local-execution";
 import { createExecutionService } from "../grpc/execution-service";
 import type { ServiceEntry } from "../grpc/service-entry";
@@ -16,11 +19,20 @@ import type { Logger } from "./logger";
  */
 export interface RunningExecution {
   readonly service: ServiceEntry;
+  /**
+   * The action cache for the other services: results built with a server
+   * default closure other than the current one read as misses.
+   */
+  readonly ac: ActionCache;
   /** Stops publishing executor status; running actions belong to the scheduler and finish on their own. */
   close(): void;
 }
 
+/** The input file cache may use this share of --max-cache-size on top of it. */
+export const FILE_CACHE_SHARE = 0.1;
+
 export async function startExecution(cfg: ServeConfig, storage: Storage, log: Logger): Promise<RunningExecution> {
+  const viewsDir = closureViewsDir(cfg.dataDir);
   const { executor, scheduler } = await createLocalExecution({
     cas: storage.cas,
     dataDir: cfg.dataDir,
@@ -28,7 +40,12 @@ export async function startExecution(cfg: ServeConfig, storage: Storage, log: Lo
     defaultClosureRoots: cfg.exec.closures,
     defaultTimeoutMs: cfg.exec.defaultTimeoutMs,
     maxTimeoutMs: cfg.exec.maxTimeoutMs,
-    closureViewOptions: { viewsDir: closureViewsDir(cfg.dataDir) },
+    closureViewOptions: { viewsDir },
+  });
+  const collection = startDiskCollection(executor, {
+    fileCacheBytes: Math.max(64 * 1024 * 1024, Math.floor(cfg.maxCacheBytes * FILE_CACHE_SHARE)),
+    viewsDir,
+    onError: (message, cause) => log.warn(`${message}: ${cause instanceof Error ? cause.message : String(cause)}`),
   });
   const service = createExecutionService({
     cas: storage.cas,
@@ -40,7 +57,15 @@ export async function startExecution(cfg: ServeConfig, storage: Storage, log: Lo
     onError: (message, cause) => log.warn(`${message}: ${cause instanceof Error ? cause.message : String(cause)}`),
   });
   const status = publishExecutorStatus(cfg.dataDir, cfg.exec.jobs, () => scheduler.stats());
-  return { service, close: () => status.stop() };
+  const ac = new ClosureCheckingActionCache(storage.ac, () => executor.currentDefaultClosureHash());
+  return {
+    service,
+    ac,
+    close: () => {
+      status.stop();
+      collection.stop();
+    },
+  };
 }
 
 /**

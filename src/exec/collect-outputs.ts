@@ -1,5 +1,5 @@
 import { constants } from "node:fs";
-import { lstat, open, readdir, readlink, stat } from "node:fs/promises";
+import { lstat, open, readdir, readlink } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import type { BlobStore } from "../cas/blob-store";
@@ -87,6 +87,28 @@ export interface CollectRequest {
   readonly fn: DigestFn;
   /** Output paths whose contents the client wants inline. */
   readonly inlineOutputFiles: readonly string[];
+  /** Shared with the response's other inlined bytes. @default MAX_INLINE_RESPONSE_BYTES for this call alone */
+  readonly inlineBudget?: InlineBudget;
+  /** Where `root` appears inside the sandbox, so absolute symlink targets can be classified within it. */
+  readonly sandboxRoot?: string;
+}
+
+/**
+ * Total bytes inlined into one ExecuteResponse (stdout, stderr and output
+ * files together). Inlining is a hint servers may decline; without a total
+ * cap, ten 1 MiB files would make a reply clients with the default 4 MiB
+ * message limit cannot read. Same value as GetActionResult's cap.
+ */
+export const MAX_INLINE_RESPONSE_BYTES = 1024 * 1024;
+
+/** Bytes still allowed inline in one response; first come, first served. */
+export class InlineBudget {
+  constructor(private left: number) {}
+  take(bytes: number): boolean {
+    if (bytes > this.left) return false;
+    this.left -= bytes;
+    return true;
+  }
 }
 
 /** Counts bytes against the output cap, failing with a message that names the culprit. */
@@ -118,6 +140,7 @@ export async function collectOutputs(
   };
   const wd = relativeSegments(req.workingDirectory, "Command.working_directory", true);
   const inline = new Set(req.inlineOutputFiles);
+  const inlineBudget = req.inlineBudget ?? new InlineBudget(Math.min(MAX_INLINE_RESPONSE_BYTES, limits.maxInlineBytes));
   const nodes = { count: 0 };
   for (const { path, kind } of req.outputs) {
     const segments = [...wd, ...relativeSegments(path, "output path")];
@@ -134,11 +157,15 @@ export async function collectOutputs(
       const target = await readlink(host);
       const link: OutputSymlink = { path, target, nodeProperties: undefined };
       out.outputSymlinks.push(link);
-      const asDir = kind === "directory" || (kind === "any" && (await pointsToDirectory(host)));
+      const asDir = kind === "directory" || (kind === "any" && (await pointsToDirectoryInside(req.root, segments, req.sandboxRoot)));
       (asDir ? out.outputDirectorySymlinks : out.outputFileSymlinks).push(link);
+    } else if (kind === "directory" && !st.isDirectory()) {
+      throw wrongKind(path, "output_directories", st.isFile() ? "a regular file" : "not a directory");
+    } else if (kind === "file" && st.isDirectory()) {
+      throw wrongKind(path, "output_files", "a directory");
     } else if (st.isFile()) {
-      const f = await uploadFile(cas, req.fn, host, budget, `output file "${path}"`, limits.maxInlineBytes);
-      const wantInline = inline.has(path) && f.bytes !== undefined && f.bytes.byteLength <= limits.maxInlineBytes;
+      const f = await uploadFile(cas, req.fn, host, budget, `output file "${path}"`, inline.has(path) ? limits.maxInlineBytes : 0);
+      const wantInline = inline.has(path) && f.bytes !== undefined && f.bytes.byteLength <= limits.maxInlineBytes && inlineBudget.take(f.bytes.byteLength);
       const file: OutputFile = {
         path,
         digest: toWire(f.digest),
@@ -346,13 +373,63 @@ async function hostPathWithoutLinks(root: string, segments: readonly string[]): 
   return join(cur, segments[segments.length - 1]!);
 }
 
-/** For classifying symlinks in the legacy lists only; no bytes are read through the link. */
-async function pointsToDirectory(hostLink: string): Promise<boolean> {
-  try {
-    return (await stat(hostLink)).isDirectory();
-  } catch {
-    return false;
+/**
+ * REAPI: a path listed only in output_files that the action made a
+ * directory, or only in output_directories that it made a file, is
+ * FAILED_PRECONDITION. (A path in both lists, as Buck2's compatibility mode
+ * sends, is "any" and never reaches here.)
+ */
+function wrongKind(path: string, list: string, found: string): RpcError {
+  return RpcError.failedPrecondition(
+    `output "${path}" is declared in Command.${list} but the action produced ${found} there; declare it in the other list (or in output_paths) or make the action produce the declared kind`,
+  );
+}
+
+/**
+ * For classifying symlinks in the legacy lists only: follows the link the
+ * way the sandbox would, but inside `root` and with lstat alone, never
+ * through the host. A relative target is resolved against the link's
+ * directory; an absolute one only when it lies under `sandboxRoot` (where the
+ * input root appears inside the sandbox); anything else (outside the root,
+ * dangling, a loop) counts as not a directory.
+ */
+async function pointsToDirectoryInside(root: string, linkSegments: readonly string[], sandboxRoot: string | undefined): Promise<boolean> {
+  let dir = linkSegments.slice(0, -1);
+  let pending = [linkSegments[linkSegments.length - 1]!];
+  let hops = 0;
+  while (pending.length > 0) {
+    const s = pending.shift()!;
+    if (s === "" || s === ".") continue;
+    if (s === "..") {
+      if (dir.length === 0) return false;
+      dir = dir.slice(0, -1);
+      continue;
+    }
+    const here = join(root, ...dir, s);
+    let st;
+    try {
+      st = await lstat(here);
+    } catch {
+      return false;
+    }
+    if (st.isSymbolicLink()) {
+      if (++hops > 40) return false;
+      const target = await readlink(here);
+      if (target.startsWith("/")) {
+        const base = (sandboxRoot ?? "").replace(/\/+$/, "");
+        if (base === "" || (target !== base && !target.startsWith(`${base}/`))) return false;
+        dir = [];
+        pending = [...target.slice(base.length).split("/"), ...pending];
+      } else {
+        pending = [...target.split("/"), ...pending];
+      }
+      continue;
+    }
+    if (pending.length > 0 && !st.isDirectory()) return false;
+    if (pending.length === 0) return st.isDirectory();
+    dir = [...dir, s];
   }
+  return true; // the walk ended on a directory (e.g. a target of "." or "sub/..")
 }
 
 function unsupportedType(label: string, st: { isFIFO(): boolean; isSocket(): boolean; isCharacterDevice(): boolean; isBlockDevice(): boolean }): RpcError {

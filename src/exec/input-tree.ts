@@ -5,6 +5,7 @@ import { RpcError, isRpcError, GrpcCode } from "../errors";
 import type { MissingBlob } from "../errors";
 import { Action, Command, Directory } from "../proto/build/bazel/remote/execution/v2/remote_execution";
 import { badNameReason, compareNames, symlinkStaysInside } from "./paths";
+import { parallel } from "./pool";
 
 /**
  * Phase one of an action: read and check everything it names before anything
@@ -251,20 +252,15 @@ async function fetchDirectories(
     if (isEmptyDigest(d)) decoded.set(k, Directory.create());
     else todo.push(d);
   }
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < todo.length) {
-      const d = todo[next++]!;
-      const bytes = await fetchOrMissing(cas, d, limits, "Directory");
-      if (bytes === undefined) {
-        missing.set(digestKey(d), d);
-        decoded.set(digestKey(d), null);
-      } else {
-        decoded.set(digestKey(d), decode(Directory, bytes, `Directory ${formatDigest(d)}`));
-      }
+  await parallel(todo, limits.fetchConcurrency, async (d) => {
+    const bytes = await fetchOrMissing(cas, d, limits, "Directory");
+    if (bytes === undefined) {
+      missing.set(digestKey(d), d);
+      decoded.set(digestKey(d), null);
+    } else {
+      decoded.set(digestKey(d), decode(Directory, bytes, `Directory ${formatDigest(d)}`));
     }
-  };
-  await Promise.all(Array.from({ length: Math.min(limits.fetchConcurrency, todo.length) }, worker));
+  });
 }
 
 async function fetchOrMissing(
@@ -299,8 +295,8 @@ function decode<T>(codec: { decode(b: Uint8Array): T }, bytes: Uint8Array, what:
 /**
  * REAPI's rules for one Directory: single-segment names, each list sorted and
  * free of duplicates, and no name shared between files, directories and
- * symlinks. Symlinks must stay inside the root: an input tree describes a
- * self-contained directory, and the sandbox has nothing else to point at.
+ * symlinks. Relative symlink targets must stay inside the root; absolute
+ * ones name paths inside the sandbox (see below).
  */
 export function validateDirectory(dir: Directory, segments: readonly string[], where: string): void {
   const names = new Set<string>();
@@ -335,12 +331,14 @@ export function validateDirectory(dir: Directory, segments: readonly string[], w
     if (s.target === "" || s.target.includes("\0")) {
       throw RpcError.invalidArgument(`input symlink "${path.join("/")}" has an empty target or one containing NUL`);
     }
-    if (s.target.startsWith("/")) {
-      throw RpcError.invalidArgument(
-        `input symlink "${path.join("/")}" points to the absolute path "${s.target}"; input symlinks must be relative and stay inside the input root`,
-      );
-    }
-    if (!symlinkStaysInside(path, s.target)) {
+    // Absolute targets are accepted (GetCapabilities advertises
+    // symlink_absolute_path_strategy ALLOWED; Bazel sends links such as
+    // `cc -> /nix/store/…-gcc/bin/gcc`): inside the sandbox they resolve in
+    // the sandbox's own namespace (closure view, input root, /tmp), never on
+    // the host, and lre itself never follows them (staging makes the link,
+    // output collection uses lstat). A relative target that climbs out with
+    // `..` is still refused: it can only mean a malformed tree.
+    if (!s.target.startsWith("/") && !symlinkStaysInside(path, s.target)) {
       throw RpcError.invalidArgument(
         `input symlink "${path.join("/")}" -> "${s.target}" leads outside the input root`,
       );

@@ -31,6 +31,8 @@ export async function createLocalExecution(
     closures: nixDbPath === undefined ? new ClosureResolver() : new ClosureResolver(nixDbPath),
     sandbox: sandboxRuntime(closureViewOptions),
   });
+  // Temp files of writes cut short by a crash: nothing else ever removes them.
+  await executor.fileCache.removeStaleTemps();
   const scheduler = new Scheduler<ExecutionOutcome>({
     jobs,
     ...(retainOperationsMs === undefined ? {} : { retainMs: retainOperationsMs }),

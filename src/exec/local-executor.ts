@@ -1,8 +1,10 @@
+import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chmod, lstat, mkdir, open, readdir, rm } from "node:fs/promises";
+import { mkdir, open } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import type { Closure, Mount, SandboxSpec } from "../../sandbox/spec";
+import { actionSandboxSpec, removeTree } from "../../sandbox/mod";
+import type { Closure, SandboxSpec } from "../../sandbox/spec";
 import type { BlobStore } from "../cas/blob-store";
 import type { Clock } from "../clock";
 import { systemClock } from "../clock";
@@ -10,6 +12,7 @@ import type { Digest } from "../digest/digest";
 import { toWire } from "../digest/digest";
 import { GrpcCode, RpcError } from "../errors";
 import { toStatusProto } from "../grpc/status";
+import { Action, Command } from "../proto/build/bazel/remote/execution/v2/remote_execution";
 import type {
   ActionResult,
   ExecutedActionMetadata,
@@ -19,11 +22,12 @@ import type { Timestamp } from "../proto/google/protobuf/timestamp";
 import type { ClosureRoots, ClosureSource } from "./closure-for-action";
 import { closureRootsFor, resolveClosure, undeclaredPathsMessage, undeclaredStorePaths } from "./closure-for-action";
 import type { DeclaredOutput, OutputLimits } from "./collect-outputs";
-import { DEFAULT_OUTPUT_LIMITS, OutputBudget, collectOutputs, declaredOutputs, uploadFile } from "./collect-outputs";
-import { FileCache } from "./file-cache";
-import type { ActionInputs, InputTreeLimits } from "./input-tree";
-import { DEFAULT_INPUT_TREE_LIMITS, loadActionInputs } from "./input-tree";
-import { extraDirectories, modifiedSharedInputs, stageInputs } from "./stage-inputs";
+import { DEFAULT_OUTPUT_LIMITS, InlineBudget, MAX_INLINE_RESPONSE_BYTES, OutputBudget, collectOutputs, declaredOutputs, uploadFile } from "./collect-outputs";
+import { CacheLease, FileCache } from "./file-cache";
+import type { ActionInputs, InputTree, InputTreeLimits } from "./input-tree";
+import { DEFAULT_INPUT_TREE_LIMITS, loadActionInputs, missingError, walkInputTree } from "./input-tree";
+import { Semaphore } from "./pool";
+import { extraDirectories, stageInputs, unlinkSharedInputs } from "./stage-inputs";
 import type { StagedInputs } from "./stage-inputs";
 
 /** What the sandbox library must provide; `sandboxRuntime()` in sandbox-runtime.ts binds the real one. */
@@ -74,6 +78,20 @@ export interface LocalExecutorOptions {
   readonly clock?: Clock;
   /** Keep exec dirs of failed actions for inspection. @default false */
   readonly keepFailedDirs?: boolean;
+  /**
+   * Owner uid of file-cache entries; null keeps lre's own. As root the
+   * default (65534) is a uid the sandbox does not map, so actions cannot
+   * change shared inputs. @default 65534 as root, else lre's own uid
+   */
+  readonly fileCacheOwner?: number | null;
+  /** Prepares (Action, Command and input tree reads) running at once. @default 16 */
+  readonly maxConcurrentPrepares?: number;
+  /**
+   * Flattened input trees kept for queued actions, in files, directories and
+   * symlinks over all of them; beyond it a queued action keeps only its root
+   * digest and its tree is read again when it starts. @default 2,000,000
+   */
+  readonly maxRetainedTreeNodes?: number;
 }
 
 /** What Execute asked for besides the action itself. */
@@ -89,13 +107,29 @@ export interface ExecuteTask {
 /** Everything checked and resolved before an action is queued. */
 export interface PreparedAction {
   readonly task: ExecuteTask;
-  readonly inputs: ActionInputs;
+  /** Action and Command; the input tree lives in `tree` while retained. */
+  readonly inputs: Omit<ActionInputs, "tree">;
+  /** The validated, flattened input tree, dropped while queued when memory for trees runs short. */
+  readonly tree: RetainedTree;
   readonly outputs: readonly DeclaredOutput[];
   readonly extraDirs: readonly string[];
   readonly roots: ClosureRoots;
   readonly closure: Closure;
   readonly timeoutMs: number;
   readonly doNotCache: boolean;
+  /**
+   * Set when the closure came from the server's default (`--closure`), which
+   * is not part of the action digest: identifies that closure and the PATH
+   * derived from it, so a result is recorded with the toolchain that made it.
+   */
+  readonly defaultClosureHash?: string;
+}
+
+/** A prepared action's input tree, or (after it was dropped) what is needed to read it again. */
+export interface RetainedTree {
+  tree: InputTree | undefined;
+  readonly rootDigest: Digest | undefined;
+  readonly nodes: number;
 }
 
 /** What the scheduler carries for each operation: the response plus what WaitExecution must report. */
@@ -126,29 +160,46 @@ const MINUTE = 60_000;
  */
 export class LocalExecutor {
   readonly workerName: string;
+  readonly fileCache: FileCache;
   private readonly clock: Clock;
-  private readonly fileCache: FileCache;
   private readonly defaultTimeoutMs: number;
   private readonly maxTimeoutMs: number;
+  private readonly prepares: Semaphore;
+  private readonly maxRetainedTreeNodes: number;
+  private retainedTreeNodes = 0;
+  /** Closure hashes of actions between staging and cleanup: view collection must spare them. */
+  private readonly viewsInUse = new Map<string, number>();
   private seq = 0;
 
   constructor(private readonly opts: LocalExecutorOptions) {
     this.clock = opts.clock ?? systemClock;
     this.workerName = opts.workerName ?? `lre@${hostname()}`;
-    this.fileCache = new FileCache(join(opts.dataDir, "filecache"), opts.cas);
+    this.fileCache = new FileCache(
+      join(opts.dataDir, "filecache"),
+      opts.cas,
+      opts.fileCacheOwner === undefined ? {} : { entryOwner: opts.fileCacheOwner ?? undefined },
+    );
     this.defaultTimeoutMs = opts.defaultTimeoutMs ?? 15 * MINUTE;
     this.maxTimeoutMs = opts.maxTimeoutMs ?? 180 * MINUTE;
+    this.prepares = new Semaphore(opts.maxConcurrentPrepares ?? 16);
+    this.maxRetainedTreeNodes = opts.maxRetainedTreeNodes ?? 2_000_000;
   }
 
   /** Phase one: fetch and validate everything; throws RpcError for anything the client must fix. */
-  async prepare(task: ExecuteTask): Promise<PreparedAction> {
-    const inputs = await loadActionInputs(this.opts.cas, task.actionDigest, this.opts.inputLimits ?? DEFAULT_INPUT_TREE_LIMITS);
+  prepare(task: ExecuteTask): Promise<PreparedAction> {
+    // Bounded: every prepare holds a whole decoded input tree in memory.
+    return this.prepares.run(() => this.prepareNow(task));
+  }
+
+  private async prepareNow(task: ExecuteTask): Promise<PreparedAction> {
+    const { tree, ...inputs } = await loadActionInputs(this.opts.cas, task.actionDigest, this.opts.inputLimits ?? DEFAULT_INPUT_TREE_LIMITS);
     const { action, command } = inputs;
     if (command.arguments.length === 0 || command.arguments[0] === "") {
       throw RpcError.invalidArgument("Command.arguments is empty; an action needs a program to run");
     }
+    checkArgvAndEnv(command.arguments, command.environmentVariables);
     const outputs = declaredOutputs(command);
-    const extraDirs = extraDirectories(command, inputs.tree);
+    const extraDirs = extraDirectories(command, tree);
     const timeoutMs = this.timeoutOf(action.timeout);
     const roots = closureRootsFor(action, command, this.opts.defaultClosureRoots);
     if (roots.roots.length === 0) {
@@ -157,7 +208,74 @@ export class LocalExecutor {
       );
     }
     const closure = resolveClosure(this.opts.closures, roots);
-    return { task, inputs, outputs, extraDirs, roots, closure, timeoutMs, doNotCache: action.doNotCache };
+    const nodes = tree.files.length + tree.directories.length + tree.symlinks.length;
+    const rootDigest = action.inputRootDigest === undefined ? undefined : { fn: task.actionDigest.fn, hash: action.inputRootDigest.hash, sizeBytes: action.inputRootDigest.sizeBytes };
+    const retained: RetainedTree = { tree, rootDigest, nodes };
+    this.retainedTreeNodes += nodes;
+    return {
+      task,
+      inputs,
+      tree: retained,
+      outputs,
+      extraDirs,
+      roots,
+      closure,
+      timeoutMs,
+      doNotCache: action.doNotCache,
+      ...(roots.source === "server default" ? { defaultClosureHash: defaultClosureHash(roots, closure) } : {}),
+    };
+  }
+
+  /**
+   * Called once a prepared action is queued behind others: when trees of
+   * queued actions exceed their budget, this one keeps only its root digest.
+   */
+  queued(prepared: PreparedAction): void {
+    if (this.retainedTreeNodes > this.maxRetainedTreeNodes) this.dropTree(prepared);
+  }
+
+  /** For a prepared action that will never run (it joined an identical one in flight). */
+  discard(prepared: PreparedAction): void {
+    this.dropTree(prepared);
+  }
+
+  private dropTree(prepared: PreparedAction): void {
+    if (prepared.tree.tree === undefined) return;
+    prepared.tree.tree = undefined;
+    this.retainedTreeNodes -= prepared.tree.nodes;
+  }
+
+  private async takeTree(prepared: PreparedAction): Promise<InputTree> {
+    const kept = prepared.tree.tree;
+    if (kept !== undefined) {
+      this.dropTree(prepared);
+      return kept;
+    }
+    const root = prepared.tree.rootDigest;
+    if (root === undefined) return { directories: [], files: [], symlinks: [], fileDigests: [] };
+    const { tree, missing } = await walkInputTree(this.opts.cas, root, this.opts.inputLimits ?? DEFAULT_INPUT_TREE_LIMITS);
+    if (missing.length > 0) throw missingError(missing);
+    return tree;
+  }
+
+  /**
+   * The hash recorded with results of actions that use the server's default
+   * closure; undefined when there is none (or it does not resolve now), so
+   * that every such recorded result is stale.
+   */
+  currentDefaultClosureHash(): string | undefined {
+    const roots = closureRootsFor(NO_ACTION, NO_COMMAND, this.opts.defaultClosureRoots);
+    if (roots.roots.length === 0) return undefined;
+    try {
+      return defaultClosureHash(roots, this.opts.closures.resolve([...roots.roots]));
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Hashes of closures whose views running actions use or are about to use. */
+  closureViewsInUse(): ReadonlySet<string> {
+    return new Set(this.viewsInUse.keys());
   }
 
   /** Phases two to five. Never throws for action-level problems; they land in the response status. */
@@ -165,21 +283,32 @@ export class LocalExecutor {
     const meta = new Timeline(this.clock, this.workerName, hooks.queuedAtMs);
     const dir = join(this.opts.dataDir, "exec", `${process.pid}-${++this.seq}-${prepared.task.actionDigest.hash.slice(0, 12)}`);
     const root = join(dir, "root");
+    const lease = new CacheLease();
+    const viewKey = prepared.closure.hash;
+    this.viewsInUse.set(viewKey, (this.viewsInUse.get(viewKey) ?? 0) + 1);
+    let staged: StagedInputs | undefined;
     let keep = false;
+    let response: ExecuteResponse;
     try {
       meta.mark("workerStart");
       meta.mark("inputFetchStart");
-      let staged: StagedInputs;
       let view: string;
       try {
+        const tree = await this.takeTree(prepared);
         await mkdir(dir, { recursive: true });
-        [staged, view] = await Promise.all([
-          stageInputs(prepared.inputs.tree, root, prepared.extraDirs, this.fileCache, this.opts.cas),
+        // Both are awaited even when one fails early, so neither is still
+        // writing into the exec dir when it is removed.
+        const [s, v] = await Promise.allSettled([
+          stageInputs(tree, root, prepared.extraDirs, this.fileCache, this.opts.cas, lease),
           this.opts.sandbox.closureView(prepared.closure),
         ]);
+        if (s.status === "fulfilled") staged = s.value;
+        if (s.status === "rejected") throw s.reason;
+        if (v.status === "rejected") throw v.reason;
+        view = v.value;
       } catch (err) {
         meta.mark("inputFetchCompleted");
-        return failure(err, "staging the action's inputs failed", meta);
+        return (response = failure(err, "staging the action's inputs failed", meta));
       }
       meta.mark("inputFetchCompleted");
 
@@ -198,13 +327,26 @@ export class LocalExecutor {
       meta.mark("executionCompleted");
 
       meta.mark("outputUploadStart");
-      const response = await this.upload(prepared, run, root, stdoutPath, stderrPath, staged, meta);
+      response = await this.upload(prepared, run, root, stdoutPath, stderrPath, staged!, lease, meta);
       keep = (this.opts.keepFailedDirs ?? false) && (response.result?.exitCode !== 0 || response.status !== undefined);
       return response;
     } catch (err) {
-      return failure(err, "running the action failed", meta);
+      return (response = failure(err, "running the action failed", meta));
     } finally {
-      if (!keep) await removeTree(dir);
+      if (!keep) {
+        if (staged !== undefined) await unlinkSharedInputs(dir, staged, this.fileCache).catch(() => undefined);
+        await removeTree(dir);
+      }
+      // A modification found by another action while this one cleaned up still counts.
+      if (lease.modified.length > 0 && response!.status === undefined) {
+        const err = modifiedInputError(lease);
+        response!.status = toStatusProto(err);
+        response!.message = [err.message, response!.message].filter((m) => m !== "").join("\n");
+      }
+      this.fileCache.release(lease);
+      const n = (this.viewsInUse.get(viewKey) ?? 1) - 1;
+      if (n <= 0) this.viewsInUse.delete(viewKey);
+      else this.viewsInUse.set(viewKey, n);
     }
   }
 
@@ -215,12 +357,15 @@ export class LocalExecutor {
     stdoutPath: string,
     stderrPath: string,
     staged: StagedInputs,
+    lease: CacheLease,
     meta: Timeline,
   ): Promise<ExecuteResponse> {
     const { task, inputs } = prepared;
     const fn = task.actionDigest.fn;
     const limits = this.opts.outputLimits ?? DEFAULT_OUTPUT_LIMITS;
     const budget = new OutputBudget(limits.maxOutputBytes);
+    // One budget for everything inlined in this response, as GetActionResult has.
+    const inlineBudget = new InlineBudget(Math.min(MAX_INLINE_RESPONSE_BYTES, limits.maxInlineBytes));
     const result: ActionResult = emptyResult(run.exitCode);
     let status: RpcError | undefined;
     const messages: string[] = [];
@@ -232,7 +377,7 @@ export class LocalExecutor {
     ] as const) {
       if (!existsSync(path)) continue;
       const f = await uploadFile(this.opts.cas, fn, path, budget, "the action's standard streams", inline ? limits.maxInlineBytes : 0);
-      set(f.digest, f.bytes);
+      set(f.digest, f.bytes !== undefined && inlineBudget.take(f.bytes.byteLength) ? f.bytes : undefined);
     }
 
     try {
@@ -244,6 +389,8 @@ export class LocalExecutor {
           outputs: prepared.outputs,
           fn,
           inlineOutputFiles: task.inlineOutputFiles ?? [],
+          inlineBudget,
+          sandboxRoot: SANDBOX_ROOT,
         },
         budget,
         limits,
@@ -253,13 +400,8 @@ export class LocalExecutor {
       status = err instanceof RpcError ? err : RpcError.internal(`collecting outputs failed: ${String(err)}`, err);
     }
 
-    const modified = await modifiedSharedInputs(staged);
-    if (modified.length > 0) {
-      for (const m of modified) await this.fileCache.evict(m.digest, m.executable);
-      status ??= RpcError.failedPrecondition(
-        `the action modified ${modified.length} of its input files in place (e.g. one with digest ${modified[0]!.digest.hash}); inputs are shared read-only, so write outputs to new files instead`,
-      );
-    }
+    await this.fileCache.checkAfterRun(staged.shared);
+    if (lease.modified.length > 0) status = modifiedInputError(lease);
     if (run.outputLimitExceeded) {
       status ??= RpcError.resourceExhausted(
         `the action wrote more than ${this.opts.maxStdStreamBytes ?? 1024 * 1024 * 1024} bytes to stdout or stderr and was stopped`,
@@ -302,22 +444,17 @@ export class LocalExecutor {
     // `bin` directories of the closure, declared roots first. A PATH the
     // client does send is used exactly as given.
     if (!("PATH" in env)) env.PATH = closurePath(prepared.roots, prepared.closure);
-    const wd = command.workingDirectory;
-    const mounts: Mount[] = [
-      { kind: "ro-bind", source: view, target: "/nix/store" },
-      { kind: "bind", source: root, target: SANDBOX_ROOT },
-      { kind: "proc", target: "/proc" },
-      { kind: "dev", target: "/dev" },
-      { kind: "tmpfs", target: "/tmp", sizeBytes: this.opts.tmpSizeBytes ?? 1024 * 1024 * 1024 },
-    ];
-    return {
-      mounts,
-      env,
-      cwd: wd === "" ? SANDBOX_ROOT : `${SANDBOX_ROOT}/${wd}`,
+    return actionSandboxSpec({
+      closureView: view,
+      inputRoot: root,
+      inputRootTarget: SANDBOX_ROOT,
+      workingDirectory: command.workingDirectory,
       argv: command.arguments,
+      env,
+      tmpSizeBytes: this.opts.tmpSizeBytes ?? 1024 * 1024 * 1024,
       network: "none",
       hostname: "lre",
-    };
+    });
   }
 
   private timeoutOf(d: { seconds: number; nanos: number } | undefined): number {
@@ -428,25 +565,40 @@ async function readTail(path: string, bytes: number): Promise<string> {
   }
 }
 
-/**
- * Removes an exec dir even when the action made parts of it read-only
- * (chmod 0555 on a directory stops rm from deleting inside it).
- */
-export async function removeTree(dir: string): Promise<void> {
-  try {
-    await rm(dir, { recursive: true, force: true });
-    return;
-  } catch {
-    // fall through: make every directory writable, then retry
-  }
-  const fix = async (d: string): Promise<void> => {
-    await chmod(d, 0o700).catch(() => {});
-    for (const e of await readdir(d).catch(() => [] as string[])) {
-      const p = join(d, e);
-      const st = await lstat(p).catch(() => undefined);
-      if (st?.isDirectory()) await fix(p);
-    }
-  };
-  await fix(dir);
-  await rm(dir, { recursive: true, force: true });
+export { removeTree };
+
+/** What every action told about a shared input modified in place gets: not cached, and why. */
+function modifiedInputError(lease: CacheLease): RpcError {
+  const d = lease.modified[0]!;
+  return RpcError.failedPrecondition(
+    `an action modified an input file in place (digest ${d.hash}${lease.modified.length > 1 ? ` and ${lease.modified.length - 1} more` : ""}) ` +
+      `while this action was using it; inputs are hardlinks shared read-only by all running actions, so every action using it failed and none of their results was cached. ` +
+      `Make the action write its outputs to new files instead of changing its inputs, then retry`,
+  );
 }
+
+/** Values bubblewrap and execve cannot take; refused up front instead of failing at run time. */
+function checkArgvAndEnv(argv: readonly string[], env: readonly { name: string; value: string }[]): void {
+  argv.forEach((a, i) => {
+    if (a.includes("\0")) throw RpcError.invalidArgument(`Command.arguments[${i}] contains a NUL character, which no program can receive`);
+  });
+  const seen = new Set<string>();
+  for (const { name, value } of env) {
+    if (name === "" || name.includes("=") || name.includes("\0")) {
+      throw RpcError.invalidArgument(
+        `Command.environment_variables has the name ${JSON.stringify(name)}; names must be non-empty and contain neither "=" nor NUL`,
+      );
+    }
+    if (value.includes("\0")) throw RpcError.invalidArgument(`the value of environment variable "${name}" contains a NUL character`);
+    if (seen.has(name)) throw RpcError.invalidArgument(`Command.environment_variables sets "${name}" more than once`);
+    seen.add(name);
+  }
+}
+
+/** Identifies a default closure and the PATH derived from it (roots order included). */
+function defaultClosureHash(roots: ClosureRoots, closure: Closure): string {
+  return createHash("sha256").update(`${roots.roots.join("\n")}\0${closure.hash}`).digest("hex").slice(0, 32);
+}
+
+const NO_ACTION = Action.fromPartial({});
+const NO_COMMAND = Command.fromPartial({});

@@ -25,7 +25,13 @@ export interface SubmitRequest<T> {
    * must not be merged (REAPI do_not_cache).
    */
   readonly dedupKey?: string;
-  readonly run: (op: { readonly queuedAtMs: number }) => Promise<T>;
+  /**
+   * When true the operation still shows "queued" once it holds a slot, until
+   * the work calls `executing()` (for Execute: when the sandboxed process
+   * starts, after its inputs are staged). @default false: executing once started
+   */
+  readonly reportsExecuting?: boolean;
+  readonly run: (op: { readonly queuedAtMs: number; executing(): void }) => Promise<T>;
 }
 
 export interface SchedulerOptions {
@@ -162,9 +168,12 @@ export class Scheduler<T> {
 
   private start(op: Operation<T>): void {
     this.running++;
-    op.setStage("executing");
+    if (!op.request.reportsExecuting) op.setStage("executing");
+    const executing = (): void => {
+      if (op.stage === "queued") op.setStage("executing");
+    };
     Promise.resolve()
-      .then(() => op.request.run({ queuedAtMs: op.queuedAtMs }))
+      .then(() => op.request.run({ queuedAtMs: op.queuedAtMs, executing }))
       .then(
         (v) => op.resolve(v),
         (e: unknown) => op.reject(e),

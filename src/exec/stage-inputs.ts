@@ -1,27 +1,29 @@
-import { chmodSync, copyFileSync, linkSync, lstatSync, mkdirSync, statSync, symlinkSync } from "node:fs";
+import { lstatSync, mkdirSync, readdirSync, symlinkSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import type { BlobStore } from "../cas/blob-store";
 import type { Digest } from "../digest/digest";
 import { digestKey, isEmptyDigest } from "../digest/digest";
 import { RpcError } from "../errors";
 import type { Command } from "../proto/build/bazel/remote/execution/v2/remote_execution";
-import type { FileCache } from "./file-cache";
+import { linkOrCopy } from "../../sandbox/mod";
+import type { CacheLease, FileCache } from "./file-cache";
+import { isBlobGone } from "./file-cache";
+import { missingError } from "./input-tree";
 import type { InputTree } from "./input-tree";
 import { relativeSegments } from "./paths";
+import { parallel } from "./pool";
 
-/** A file-cache entry an action saw, with what it looked like before the run. */
+/** A file-cache entry an action saw. */
 export interface SharedInput {
   readonly digest: Digest;
   readonly executable: boolean;
-  readonly cachePath: string;
-  readonly size: number;
-  readonly mtimeMs: number;
-  readonly mode: number;
+  /** The cache entry's path, which `path` (the staged link) shares an inode with. */
+  readonly path: string;
 }
 
 export interface StagedInputs {
   readonly root: string;
-  /** Hardlinked cache entries; checked after the run for in-place modification. */
+  /** Cache entries hardlinked into the root; checked after the run for in-place modification. */
   readonly shared: readonly SharedInput[];
 }
 
@@ -63,8 +65,11 @@ export function extraDirectories(command: Command, tree: InputTree): string[] {
 /**
  * Materialises a validated input tree under `root` (which must not exist):
  * directories created parents first, files hardlinked from the read-only file
- * cache (copied only when a link is impossible), symlinks as symlinks. The
- * staged blobs are touched so eviction spares inputs of running actions.
+ * cache (copied only when a link is impossible), symlinks as symlinks. Every
+ * cache entry used is held by `lease` until the caller releases it. The
+ * staged blobs are touched so eviction spares inputs of running actions. A
+ * blob that vanished from the CAS since prepare is FAILED_PRECONDITION with
+ * that digest MISSING, which Bazel and Buck2 answer by uploading it again.
  */
 export async function stageInputs(
   tree: InputTree,
@@ -72,6 +77,7 @@ export async function stageInputs(
   extraDirs: readonly string[],
   cache: FileCache,
   cas: BlobStore,
+  lease: CacheLease,
   concurrency = 32,
 ): Promise<StagedInputs> {
   // The filesystem work is done with synchronous calls in batches of
@@ -82,48 +88,85 @@ export async function stageInputs(
   mkdirSync(root, { recursive: true });
   await inBatches(tree.directories, (d) => mkdirSync(join(root, d)));
 
-  const entries = new Map<string, { digest: Digest; executable: boolean }>();
-  for (const f of tree.files) entries.set(`${digestKey(f.digest)}:${f.executable}`, f);
-  const shared = new Map<string, SharedInput>();
-  // Cache entries already present cost one lstat; only absent ones go
-  // through materialize (a CAS read and a file write), concurrently.
-  const absent: [string, { digest: Digest; executable: boolean }][] = [];
-  await inBatches([...entries], ([key, e]) => {
-    const cachePath = cache.pathOf(e.digest, e.executable);
-    const st = lstatSync(cachePath, { throwIfNoEntry: false });
-    if (st === undefined) absent.push([key, e]);
-    else shared.set(key, { digest: e.digest, executable: e.executable, cachePath, size: st.size, mtimeMs: st.mtimeMs, mode: st.mode });
+  const entries = new Map<string, SharedInput>();
+  for (const f of tree.files) {
+    const key = `${digestKey(f.digest)}:${f.executable}`;
+    if (!entries.has(key)) entries.set(key, { digest: f.digest, executable: f.executable, path: cache.pathOf(f.digest, f.executable) });
+  }
+  // Entries lre can vouch for cost one lstat; the rest (absent, or changed
+  // since lre last saw them) go through acquire, concurrently.
+  const unsure: SharedInput[] = [];
+  await inBatches([...entries.values()], (e) => {
+    cache.hold(lease, e.path);
+    const st = lstatSync(e.path, { throwIfNoEntry: false });
+    if (st === undefined || !cache.vouchedFor(e.path, st)) unsure.push(e);
   });
-  await parallel(absent, concurrency, async ([key, { digest, executable }]) => {
-    const cachePath = await cache.materialize(digest, executable);
-    const st = statSync(cachePath);
-    shared.set(key, { digest, executable, cachePath, size: st.size, mtimeMs: st.mtimeMs, mode: st.mode });
+  await parallel(unsure, concurrency, async (e) => {
+    try {
+      await cache.acquire(lease, e.digest, e.executable);
+    } catch (err) {
+      if (isBlobGone(err)) throw missingError([e.digest]);
+      throw err;
+    }
   });
 
   await inBatches(tree.files, (f) => {
-    const entry = shared.get(`${digestKey(f.digest)}:${f.executable}`)!;
-    linkOrCopy(entry.cachePath, join(root, f.path), f.executable);
+    const entry = entries.get(`${digestKey(f.digest)}:${f.executable}`)!;
+    cache.explained(entry.path, () => linkOrCopy(entry.path, join(root, f.path), f.executable ? 0o555 : 0o444));
   });
   for (const s of tree.symlinks) symlinkSync(s.target, join(root, s.path));
   for (const d of extraDirs) mkdirSync(join(root, d), { recursive: true });
 
   const used = tree.fileDigests.filter((d) => !isEmptyDigest(d));
   if (used.length > 0) await cas.touch(used);
-  return { root, shared: [...shared.values()] };
+  return { root, shared: [...entries.values()] };
 }
 
 /**
- * Cache entries whose mode, size or mtime changed since staging: an action
- * that chmods a shared input and writes to it would otherwise corrupt every
- * later action using that blob. A stat per entry is cheap; re-hashing is not.
+ * Unlinks, before an exec dir is removed, every hardlink in it to a shared
+ * cache entry, through FileCache.explained so the entry's new ctime and link
+ * count stay vouched for (a plain rm -rf would make every other action using
+ * the entry re-hash it). The walk uses lstat only and never descends through
+ * a symlink, so nothing outside `dir` is touched; everything else is left for
+ * removeTree.
  */
-export async function modifiedSharedInputs(staged: StagedInputs): Promise<SharedInput[]> {
-  const changed: SharedInput[] = [];
-  await inBatches(staged.shared, (s) => {
-    const st = lstatSync(s.cachePath, { throwIfNoEntry: false });
-    if (st === undefined || st.size !== s.size || st.mtimeMs !== s.mtimeMs || st.mode !== s.mode) changed.push(s);
-  });
-  return changed;
+export async function unlinkSharedInputs(dir: string, staged: StagedInputs, cache: FileCache): Promise<void> {
+  const byIno = new Map<string, string>();
+  for (const s of staged.shared) {
+    const st = lstatSync(s.path, { throwIfNoEntry: false });
+    if (st !== undefined) byIno.set(`${st.dev}:${st.ino}`, s.path);
+  }
+  if (byIno.size === 0) return;
+  const stack = [dir];
+  let n = 0;
+  while (stack.length > 0) {
+    const d = stack.pop()!;
+    let names: string[];
+    try {
+      names = readdirSync(d);
+    } catch {
+      continue; // unreadable (the action chmodded it): removeTree deals with it
+    }
+    for (const name of names) {
+      if (++n % SYNC_BATCH === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+      const p = join(d, name);
+      const st = lstatSync(p, { throwIfNoEntry: false });
+      if (st === undefined) continue;
+      if (st.isDirectory()) stack.push(p);
+      else if (st.isFile()) {
+        const entry = byIno.get(`${st.dev}:${st.ino}`);
+        if (entry !== undefined) {
+          cache.explained(entry, () => {
+            try {
+              unlinkSync(p);
+            } catch {
+              // a read-only parent directory: removeTree unlinks it later
+            }
+          });
+        }
+      }
+    }
+  }
 }
 
 /** Synchronous filesystem calls per batch before yielding to the event loop. */
@@ -135,26 +178,4 @@ async function inBatches<T>(items: readonly T[], fn: (item: T) => void): Promise
     if (i > 0 && i % SYNC_BATCH === 0) await new Promise<void>((resolve) => setImmediate(resolve));
     fn(items[i]!);
   }
-}
-
-function linkOrCopy(source: string, dest: string, executable: boolean): void {
-  try {
-    linkSync(source, dest);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    // EMLINK: the inode hit the filesystem's link limit (65,000 on ext4);
-    // EXDEV: the cache and the exec dir ended up on different filesystems.
-    if (code !== "EMLINK" && code !== "EXDEV") throw err;
-    copyFileSync(source, dest);
-    chmodSync(dest, executable ? 0o555 : 0o444);
-  }
-}
-
-/** Runs `fn` over `items` with at most `limit` in flight. */
-export async function parallel<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) await fn(items[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type * as grpc from "@grpc/grpc-js";
-import type { ActionCache } from "../ac/action-cache";
+import type { ActionCache, CachedResult } from "../ac/action-cache";
 import type { BlobStore } from "../cas/blob-store";
 import type { Digest, DigestFn } from "../digest/digest";
 import { DIGEST_FUNCTIONS, digestKey, fnToWire, fromWire, toWire } from "../digest/digest";
@@ -9,6 +9,7 @@ import { GrpcCode, RpcError } from "../errors";
 import type { ExecuteTask, ExecutionOutcome, PreparedAction, RunHooks } from "../exec/local-executor";
 import type { OperationStage, Scheduler } from "../exec/scheduler";
 import {
+  Action,
   DigestFunction_Value,
   ExecuteOperationMetadata,
   ExecuteResponse,
@@ -16,7 +17,7 @@ import {
   ExecutionStage_Value,
   RequestMetadata,
 } from "../proto/build/bazel/remote/execution/v2/remote_execution";
-import type { ExecuteRequest, WaitExecutionRequest } from "../proto/build/bazel/remote/execution/v2/remote_execution";
+import type { ActionResult, ExecuteRequest, WaitExecutionRequest } from "../proto/build/bazel/remote/execution/v2/remote_execution";
 import type { Operation } from "../proto/google/longrunning/operations";
 import type { ServiceEntry } from "./service-entry";
 import { serverStreamHandler, writeMessage } from "./status";
@@ -29,6 +30,16 @@ export const REQUEST_METADATA_HEADER = "build.bazel.remote.execution.v2.requestm
 export interface ActionExecutor {
   prepare(task: ExecuteTask): Promise<PreparedAction>;
   execute(prepared: PreparedAction, hooks?: RunHooks): Promise<ExecuteResponse>;
+  /** The prepared action waits behind others (it may shed memory meanwhile). */
+  queued?(prepared: PreparedAction): void;
+  /** The prepared action will never run: it joined identical work in flight. */
+  discard?(prepared: PreparedAction): void;
+  /**
+   * Identifies the server's default closure now. A cached result recorded
+   * with another default closure hash was built with another toolchain and is
+   * a miss.
+   */
+  currentDefaultClosureHash?(): string | undefined;
 }
 
 export type { ExecutionOutcome };
@@ -67,10 +78,14 @@ export function createExecutionService(deps: ExecutionServiceDeps): ServiceEntry
     const fn = await digestFnFor(deps, instance, req);
     const actionDigest = fromWire(fn, req.actionDigest, "ExecuteRequest.action_digest");
 
-    if (!req.skipCacheLookup) {
+    // The Action is read first (one small blob): a do_not_cache action must
+    // never be answered from the cache. An absent or malformed Action is
+    // left for prepare to report.
+    if (!req.skipCacheLookup && !(await doNotCache(deps.cas, actionDigest))) {
       const hit = await deps.ac.get(instance, actionDigest);
-      deps.onAcLookup?.(hit !== undefined);
-      if (hit !== undefined) {
+      const usable = hit !== undefined && (hit.closureHash === undefined || hit.closureHash === deps.executor.currentDefaultClosureHash?.());
+      deps.onAcLookup?.(usable);
+      if (usable) {
         const response: ExecuteResponse = {
           result: hit.result,
           cachedResult: true,
@@ -93,14 +108,20 @@ export function createExecutionService(deps: ExecutionServiceDeps): ServiceEntry
       inlineOutputFiles: req.inlineOutputFiles,
     };
     const prepared = await deps.executor.prepare(task);
-    const { op } = deps.scheduler.submit({
+    const { op, joined } = deps.scheduler.submit({
       client: clientIdentity(call),
       ...(prepared.doNotCache ? {} : { dedupKey: `${instance}\0${digestKey(actionDigest)}` }),
-      run: async ({ queuedAtMs }) => {
-        const response = await deps.executor.execute(prepared, { queuedAtMs });
+      reportsExecuting: true,
+      run: async ({ queuedAtMs, executing }) => {
+        const response = await deps.executor.execute(prepared, { queuedAtMs, onExecuting: executing });
         if (cacheable(prepared, response)) {
           try {
-            await deps.ac.put(instance, actionDigest, { result: response.result!, origin: "sandbox" });
+            const entry: CachedResult = {
+              result: withoutInlineBytes(response.result!),
+              origin: "sandbox",
+              ...(prepared.defaultClosureHash === undefined ? {} : { closureHash: prepared.defaultClosureHash }),
+            };
+            await deps.ac.put(instance, actionDigest, entry);
           } catch (err) {
             report(`caching the result of action ${actionDigest.hash} failed`, err);
           }
@@ -108,6 +129,8 @@ export function createExecutionService(deps: ExecutionServiceDeps): ServiceEntry
         return { actionDigest, response };
       },
     });
+    if (joined) deps.executor.discard?.(prepared);
+    else if (op.stage === "queued") deps.executor.queued?.(prepared);
     digestOf.set(op, actionDigest);
     await writeMessage(call, stageOperation(op.name, actionDigest, "cache-check"));
     await streamUntilDone(call, op, actionDigest, interval);
@@ -176,6 +199,29 @@ function cancelled(call: grpc.ServerWritableStream<unknown, Operation>): Promise
     if (call.cancelled) resolve(undefined);
     else call.once("cancelled", () => resolve(undefined));
   });
+}
+
+/**
+ * The result as stored: inlined bytes stay out of the cache (every hit would
+ * carry them, whatever the client asked); GetActionResult and Execute inline
+ * from the CAS on request.
+ */
+function withoutInlineBytes(result: ActionResult): ActionResult {
+  return {
+    ...result,
+    stdoutRaw: Buffer.alloc(0),
+    stderrRaw: Buffer.alloc(0),
+    outputFiles: result.outputFiles.map((f) => ({ ...f, contents: Buffer.alloc(0) })),
+  };
+}
+
+/** Action.do_not_cache, or false when the Action cannot be read (prepare reports that). */
+async function doNotCache(cas: BlobStore, actionDigest: Digest): Promise<boolean> {
+  try {
+    return Action.decode(await cas.get(actionDigest)).doNotCache;
+  } catch {
+    return false;
+  }
 }
 
 /** REAPI: only successful runs are cached — exit 0, OK status, and not do_not_cache. */

@@ -7,6 +7,7 @@ import type { Digest } from "../../src/digest/digest";
 import { digestOf } from "../../src/digest/hasher";
 import { GrpcCode, RpcError } from "../../src/errors";
 import {
+  MAX_INLINE_RESPONSE_BYTES,
   OutputBudget,
   buildTree,
   collectOutputs,
@@ -25,10 +26,17 @@ beforeEach(() => {
 });
 afterEach(() => rmSync(root, { recursive: true, force: true }));
 
-const collect = (outputs: DeclaredOutput[], options: { inline?: string[]; limit?: number; wd?: string } = {}) =>
+const collect = (outputs: DeclaredOutput[], options: { inline?: string[]; limit?: number; wd?: string; sandboxRoot?: string } = {}) =>
   collectOutputs(
     cas,
-    { root, workingDirectory: options.wd ?? "", outputs, fn: "sha256", inlineOutputFiles: options.inline ?? [] },
+    {
+      root,
+      workingDirectory: options.wd ?? "",
+      outputs,
+      fn: "sha256",
+      inlineOutputFiles: options.inline ?? [],
+      ...(options.sandboxRoot === undefined ? {} : { sandboxRoot: options.sandboxRoot }),
+    },
     new OutputBudget(options.limit ?? 1 << 30),
   );
 
@@ -99,6 +107,48 @@ describe("collecting outputs", () => {
     expect(out.outputFiles.map((f) => f.path)).toEqual(["sub/o"]);
   });
 
+  test("an untyped symlink is classified by resolving it inside the root with lstat only, never through the host (L4)", async () => {
+    mkdirSync(join(root, "real", "sub"), { recursive: true });
+    symlinkSync("real/sub", join(root, "rel"));
+    symlinkSync("/build/root/real", join(root, "abs"));
+    symlinkSync("rel/../..", join(root, "chain"));
+    symlinkSync("../../..", join(root, "escape"));
+    symlinkSync("/tmp", join(root, "hostdir"));
+    const out = await collect(
+      ["abs", "chain", "escape", "hostdir", "rel"].map((path) => ({ path, kind: "any" as const })),
+      { sandboxRoot: "/build/root" },
+    );
+    expect(out.outputDirectorySymlinks.map((s) => s.path)).toEqual(["abs", "chain", "rel"]);
+    expect(out.outputFileSymlinks.map((s) => s.path)).toEqual(["escape", "hostdir"]);
+  });
+
+  test("a path only in output_files that is a directory, or only in output_directories that is a file, is FAILED_PRECONDITION (L5)", async () => {
+    mkdirSync(join(root, "madedir"));
+    writeFileSync(join(root, "madefile"), "x");
+    const asFile = await rejection(collect([{ path: "madedir", kind: "file" }]));
+    expect(asFile.code).toBe(GrpcCode.FAILED_PRECONDITION);
+    expect(asFile.message).toContain("output_files");
+    const asDir = await rejection(collect([{ path: "madefile", kind: "directory" }]));
+    expect(asDir.code).toBe(GrpcCode.FAILED_PRECONDITION);
+    expect(asDir.message).toContain("output_directories");
+    // In both lists (Buck2's compatibility mode) it is "any": whatever exists is returned.
+    const any = await collect([{ path: "madedir", kind: "any" }, { path: "madefile", kind: "any" }]);
+    expect(any.outputDirectories.map((d) => d.path)).toEqual(["madedir"]);
+    expect(any.outputFiles.map((f) => f.path)).toEqual(["madefile"]);
+  });
+
+  test("inline contents share one budget per response (M6)", async () => {
+    const big = "y".repeat(600 * 1024);
+    for (const n of ["a", "b", "c"]) writeFileSync(join(root, n), big);
+    const out = await collect(
+      ["a", "b", "c"].map((path) => ({ path, kind: "file" as const })),
+      { inline: ["a", "b", "c"] },
+    );
+    const inlined = out.outputFiles.filter((f) => f.contents.byteLength > 0);
+    expect(inlined.map((f) => f.path)).toEqual(["a"]);
+    expect(out.outputFiles.reduce((n, f) => n + f.contents.byteLength, 0)).toBeLessThanOrEqual(MAX_INLINE_RESPONSE_BYTES);
+  });
+
   test("inline_output_files puts small contents inline", async () => {
     writeFileSync(join(root, "small"), "inline me");
     const out = await collect([{ path: "small", kind: "file" }], { inline: ["small"] });
@@ -117,8 +167,9 @@ describe("collecting outputs", () => {
       ["leak", "/etc/shadow"],
       ["etcdir", "/etc"],
     ]);
-    expect(out.outputFileSymlinks.map((s) => s.path)).toEqual(["leak"]);
-    expect(out.outputDirectorySymlinks.map((s) => s.path)).toEqual(["etcdir"]);
+    // "/etc" is a directory on the host but not in the sandbox, and the host is never consulted.
+    expect(out.outputFileSymlinks.map((s) => s.path)).toEqual(["leak", "etcdir"]);
+    expect(out.outputDirectorySymlinks.map((s) => s.path)).toEqual([]);
     expect(out.outputFiles).toEqual([]);
     expect(out.outputDirectories).toEqual([]);
     expect(await countBlobs()).toBe(before);

@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ClosureResolver } from "../../sandbox/mod";
+import { ClosureCheckingActionCache } from "../../src/ac/closure-checking-action-cache";
 import { MemoryActionCache } from "../../src/ac/memory-action-cache";
 import { MemoryBlobStore } from "../../src/cas/memory-blob-store";
 import { LocalExecutor } from "../../src/exec/local-executor";
@@ -33,23 +34,37 @@ export interface ExecHarness {
 
 export interface HarnessOptions {
   readonly jobs?: number;
+  /** Reuse a data dir (a restart); the harness then leaves it in place on close. */
+  readonly dataDir?: string;
+  /** Where closure views go. @default <dataDir>/closures */
+  readonly viewsDir?: string;
+  /** @default the fixture's toolchain A */
+  readonly defaultClosureRoots?: readonly string[];
+  readonly fileCacheOwner?: number | null;
+  readonly maxRetainedTreeNodes?: number;
+  /** A shared action cache (e.g. to survive a harness restart). */
+  readonly ac?: MemoryActionCache;
   readonly defaultTimeoutMs?: number;
   readonly maxTimeoutMs?: number;
   readonly progressIntervalMs?: number;
+  /** A shared CAS (e.g. to survive a harness restart). */
+  readonly cas?: MemoryBlobStore;
 }
 
 export async function startExecHarness(options: HarnessOptions = {}): Promise<ExecHarness> {
   const toolchain = await ensureNixToolchain();
   const dir = mkdtempSync(join(tmpdir(), "lre-exec-"));
-  const dataDir = join(dir, "data");
-  const cas = new MemoryBlobStore();
-  const ac = new MemoryActionCache();
+  const dataDir = options.dataDir ?? join(dir, "data");
+  const cas = options.cas ?? new MemoryBlobStore();
+  const ac = options.ac ?? new MemoryActionCache();
   const executor = new LocalExecutor({
     cas,
     dataDir,
     closures: new ClosureResolver(),
-    sandbox: sandboxRuntime({ viewsDir: join(dataDir, "closures") }),
-    defaultClosureRoots: [toolchain.toolchainA],
+    sandbox: sandboxRuntime({ viewsDir: options.viewsDir ?? join(dataDir, "closures") }),
+    defaultClosureRoots: options.defaultClosureRoots ?? [toolchain.toolchainA],
+    ...(options.fileCacheOwner === undefined ? {} : { fileCacheOwner: options.fileCacheOwner }),
+    ...(options.maxRetainedTreeNodes === undefined ? {} : { maxRetainedTreeNodes: options.maxRetainedTreeNodes }),
     defaultTimeoutMs: options.defaultTimeoutMs ?? 60_000,
     maxTimeoutMs: options.maxTimeoutMs ?? 600_000,
     killGraceMs: 500,
@@ -66,7 +81,9 @@ export async function startExecHarness(options: HarnessOptions = {}): Promise<Ex
     progressIntervalMs: options.progressIntervalMs ?? 10_000,
   });
   const socketPath = join(dir, "lre.sock");
-  const server = await startServer({ cas, ac, digests, execEnabled: true, extraServices: [service], listen: { socketPath } });
+  // As `lre serve` wires it: GetActionResult hides results of another default closure.
+  const servedAc = new ClosureCheckingActionCache(ac, () => executor.currentDefaultClosureHash());
+  const server = await startServer({ cas, ac: servedAc, digests, execEnabled: true, extraServices: [service], listen: { socketPath } });
   const clients = createClients(socketPath);
   return {
     dir,

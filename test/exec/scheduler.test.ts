@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { ManualClock } from "../../src/clock";
+import { Semaphore } from "../../src/exec/pool";
 import { Scheduler } from "../../src/exec/scheduler";
 
 /** Work the test finishes by hand, recording when it started. */
@@ -100,5 +101,48 @@ describe("scheduler", () => {
     await g.finish("first");
     await g.finish("second");
     expect(seen).toEqual(["executing", "done"]);
+  });
+
+  test("work that reports its own start stays queued in its slot until it says it is executing (inputs still staging)", async () => {
+    const s = new Scheduler<string>({ jobs: 1 });
+    let markExecuting!: () => void;
+    let finish!: () => void;
+    const { op } = s.submit({
+      client: "c",
+      reportsExecuting: true,
+      run: ({ executing }) => {
+        markExecuting = executing;
+        return new Promise<string>((resolve) => (finish = () => resolve("ok")));
+      },
+    });
+    await Bun.sleep(0);
+    expect(s.stats().running).toBe(1);
+    expect(op.stage).toBe("queued");
+    markExecuting();
+    expect(op.stage).toBe("executing");
+    finish();
+    expect(await op.done).toBe("ok");
+  });
+});
+
+describe("Semaphore", () => {
+  test("admits at most the limit at once, the rest in order", async () => {
+    const sem = new Semaphore(2);
+    let active = 0;
+    let peak = 0;
+    const order: number[] = [];
+    await Promise.all(
+      [0, 1, 2, 3, 4].map((i) =>
+        sem.run(async () => {
+          active++;
+          peak = Math.max(peak, active);
+          await Bun.sleep(5);
+          order.push(i);
+          active--;
+        }),
+      ),
+    );
+    expect(peak).toBe(2);
+    expect(order.sort()).toEqual([0, 1, 2, 3, 4]);
   });
 });
