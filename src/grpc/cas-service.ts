@@ -21,6 +21,7 @@ import {
 } from "../proto/build/bazel/remote/execution/v2/remote_execution";
 import type { Status } from "../proto/google/rpc/status";
 import { MAX_BATCH_TOTAL_SIZE_BYTES } from "./capabilities-service";
+import { decodeFindMissingBlobsRequest, encodeFindMissingBlobsResponse } from "./cas-codec";
 import type { ServiceEntry } from "./service-entry";
 import { serverStreamHandler, toRpcError, unaryHandler, writeMessage } from "./status";
 
@@ -38,6 +39,16 @@ const MAX_TREE_PAGE_BYTES = 2 * 1024 * 1024;
 
 const OK_STATUS: Status = { code: GrpcCode.OK, message: "", details: [] };
 
+/** The generated service, with faster FindMissingBlobs codecs (cas-codec.ts). */
+const CAS_DEFINITION = {
+  ...ContentAddressableStorageService,
+  findMissingBlobs: {
+    ...ContentAddressableStorageService.findMissingBlobs,
+    requestDeserialize: decodeFindMissingBlobsRequest,
+    responseSerialize: encodeFindMissingBlobsResponse,
+  },
+} as const;
+
 export function createCasService(options: CasServiceOptions): ServiceEntry {
   const { cas, digests } = options;
   const maxBatch = options.maxBatchTotalSizeBytes ?? MAX_BATCH_TOTAL_SIZE_BYTES;
@@ -48,7 +59,7 @@ export function createCasService(options: CasServiceOptions): ServiceEntry {
   };
 
   return {
-    definition: ContentAddressableStorageService,
+    definition: CAS_DEFINITION,
     implementation: {
       findMissingBlobs: unaryHandler<FindMissingBlobsRequest, FindMissingBlobsResponse>("FindMissingBlobs", async (req) => {
         const { fn } = requestContext(req.instanceName, req.digestFunction);
