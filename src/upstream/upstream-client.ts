@@ -6,7 +6,8 @@ import * as grpc from "@grpc/grpc-js";
 import { CHUNK_BYTES } from "../cas/blob-store";
 import { type Digest, type DigestFn, digestKey, fnToWire, formatDigest, fromWire, toWire } from "../digest/digest";
 import { formatReadResourceName, formatWriteResourceName } from "../digest/resource-name";
-import { GrpcCode, RpcError } from "../errors";
+import { GrpcCode, type MissingBlob, RpcError } from "../errors";
+import { PRECONDITION_FAILURE_TYPE_URL, statusFromMetadata } from "../grpc/status";
 import {
   ActionCacheClient,
   ActionResult,
@@ -19,6 +20,7 @@ import {
 } from "../proto/build/bazel/remote/execution/v2/remote_execution";
 import { ByteStreamClient, type ReadResponse } from "../proto/google/bytestream/bytestream";
 import type { Operation } from "../proto/google/longrunning/operations";
+import { PreconditionFailure } from "../proto/google/rpc/error_details";
 import type { UpstreamConfig } from "./upstream-config";
 
 /** Deadlines: short for lookups so a slow upstream costs a build little; longer for background uploads. */
@@ -281,7 +283,8 @@ export class UpstreamClient {
     const e = err as Partial<grpc.ServiceError>;
     const code = typeof e.code === "number" ? e.code : GrpcCode.UNAVAILABLE;
     const detail = e.details ?? (err instanceof Error ? err.message : String(err));
-    return new RpcError(code, `upstream ${this.url} ${method}: ${detail}`, { cause: err });
+    const missing = code === GrpcCode.FAILED_PRECONDITION ? missingBlobsOf(e.metadata) : [];
+    return new RpcError(code, `upstream ${this.url} ${method}: ${detail}`, { cause: err, missing });
   }
 
   private deadline(baseMs: number, bytes: number): Date {
@@ -299,6 +302,25 @@ export class UpstreamClient {
       );
     });
   }
+}
+
+/**
+ * The MISSING violations of an upstream FAILED_PRECONDITION, so a forwarded
+ * Execute hands the client the blob list Bazel re-uploads before retrying.
+ */
+function missingBlobsOf(metadata: grpc.Metadata | undefined): MissingBlob[] {
+  const out: MissingBlob[] = [];
+  try {
+    for (const d of statusFromMetadata(metadata)?.details ?? []) {
+      if (d.typeUrl !== PRECONDITION_FAILURE_TYPE_URL) continue;
+      for (const v of PreconditionFailure.decode(d.value).violations) {
+        if (v.type === "MISSING") out.push({ subject: v.subject });
+      }
+    }
+  } catch {
+    // Undecodable details from the upstream: the code and message still go through.
+  }
+  return out;
 }
 
 function readToken(path: string): string {
