@@ -24,6 +24,7 @@
  * their size can be capped; past the cap the action is killed.
  */
 import { closeSync, constants as fsc, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmdirSync, statSync, accessSync, writeFileSync, writeSync } from "node:fs";
+import type { FileHandle } from "node:fs/promises";
 import { open, writeFile } from "node:fs/promises";
 import { constants as osc } from "node:os";
 import { join } from "node:path";
@@ -38,6 +39,14 @@ export interface RunOptions {
   /** Files receiving the action's stdout and stderr (created or truncated). */
   readonly stdoutPath: string;
   readonly stderrPath: string;
+  /**
+   * Create each stream's file only once the action writes to it, so a stream
+   * that stays empty leaves no file (the paths must not exist beforehand).
+   * Most actions print nothing, and on ext4 every inode created in a
+   * directory that churns costs a scan of recently deleted inodes.
+   * @default false: both files always exist afterwards
+   */
+  readonly lazyStreamFiles?: boolean;
   readonly timeoutMs: number;
   /** Time between SIGTERM and SIGKILL. @default 5000 */
   readonly killGraceMs?: number;
@@ -114,8 +123,17 @@ export async function runSandboxed(spec: SandboxSpec, opts: RunOptions): Promise
     ...spec.argv,
   ];
 
-  const stdoutFile = await open(opts.stdoutPath, "w");
-  const stderrFile = await open(opts.stderrPath, "w");
+  const lazy = opts.lazyStreamFiles ?? false;
+  const stdoutFile = new StreamFile(opts.stdoutPath);
+  const stderrFile = new StreamFile(opts.stderrPath);
+  if (!lazy) {
+    try {
+      await Promise.all([stdoutFile.handle(), stderrFile.handle()]);
+    } catch (err) {
+      await Promise.all([stdoutFile.close(), stderrFile.close()]);
+      throw err;
+    }
+  }
   let proc: Bun.Subprocess<"ignore", "pipe", "pipe">;
   try {
     proc = Bun.spawn(argv, {
@@ -225,7 +243,7 @@ export async function runSandboxed(spec: SandboxSpec, opts: RunOptions): Promise
     // bwrap exits 1 on its own setup failures without an exit-code document.
     const exitCode = statusExitCode ?? (proc.signalCode !== null ? 128 + signalNumber(proc.signalCode) : outerCode);
     if (statusExitCode === undefined && !timedOut && !aborted && !outputLimitExceeded) {
-      const stderr = (await Bun.file(opts.stderrPath).text()).slice(-4000);
+      const stderr = (await Bun.file(opts.stderrPath).text().catch(() => "")).slice(-4000);
       throw new SandboxStartError(outerCode, stderr.trim());
     }
     const signal = exitCode > 128 ? signalName(exitCode - 128) : undefined;
@@ -302,13 +320,28 @@ async function readStatus(fd: number, onDoc: (doc: Record<string, unknown>) => v
   if (buffered.trim()) onDoc(JSON.parse(buffered) as Record<string, unknown>);
 }
 
-async function pump(stream: ReadableStream<Uint8Array>, file: import("node:fs/promises").FileHandle, max: number, onOverflow: () => void): Promise<void> {
+/** A stream's output file, opened (created or truncated) on first use. */
+class StreamFile {
+  private opened: Promise<FileHandle> | undefined;
+  constructor(private readonly path: string) {}
+  handle(): Promise<FileHandle> {
+    this.opened ??= open(this.path, "w");
+    return this.opened;
+  }
+  async close(): Promise<void> {
+    if (this.opened === undefined) return;
+    const h = await this.opened.catch(() => undefined);
+    await h?.close();
+  }
+}
+
+async function pump(stream: ReadableStream<Uint8Array>, file: StreamFile, max: number, onOverflow: () => void): Promise<void> {
   let written = 0;
   for await (const chunk of stream) {
     if (written >= max) continue; // keep draining so the action never blocks on a full pipe
     const room = max - written;
     const part = chunk.byteLength > room ? chunk.subarray(0, room) : chunk;
-    await file.write(part);
+    if (part.byteLength > 0) await (await file.handle()).write(part);
     written += part.byteLength;
     if (chunk.byteLength > room) onOverflow();
   }

@@ -9,7 +9,7 @@ import type { BlobStore } from "../cas/blob-store";
 import type { Clock } from "../clock";
 import { systemClock } from "../clock";
 import type { Digest } from "../digest/digest";
-import { toWire } from "../digest/digest";
+import { emptyDigest, toWire } from "../digest/digest";
 import { GrpcCode, RpcError } from "../errors";
 import { toStatusProto } from "../grpc/status";
 import { Action, Command } from "../proto/build/bazel/remote/execution/v2/remote_execution";
@@ -43,6 +43,8 @@ export interface SandboxRunOptions {
   readonly timeoutMs: number;
   readonly killGraceMs?: number;
   readonly maxOutputBytes?: number;
+  /** A stream that stays empty leaves no file at its path; the path must not exist beforehand. */
+  readonly lazyStreamFiles?: boolean;
 }
 
 export interface SandboxRunResult {
@@ -323,6 +325,7 @@ export class LocalExecutor {
         timeoutMs: prepared.timeoutMs,
         killGraceMs: this.opts.killGraceMs ?? 5_000,
         maxOutputBytes: this.opts.maxStdStreamBytes ?? 1024 * 1024 * 1024,
+        lazyStreamFiles: true,
       });
       meta.mark("executionCompleted");
 
@@ -375,7 +378,11 @@ export class LocalExecutor {
       [stdoutPath, task.inlineStdout ?? false, (d: Digest, raw?: Uint8Array) => { result.stdoutDigest = toWire(d); if (raw) result.stdoutRaw = Buffer.from(raw); }],
       [stderrPath, task.inlineStderr ?? false, (d: Digest, raw?: Uint8Array) => { result.stderrDigest = toWire(d); if (raw) result.stderrRaw = Buffer.from(raw); }],
     ] as const) {
-      if (!existsSync(path)) continue;
+      // No file: the stream stayed empty (lazyStreamFiles); the empty blob is always present.
+      if (!existsSync(path)) {
+        set(emptyDigest(fn));
+        continue;
+      }
       const f = await uploadFile(this.opts.cas, fn, path, budget, "the action's standard streams", inline ? limits.maxInlineBytes : 0);
       set(f.digest, f.bytes !== undefined && inlineBudget.take(f.bytes.byteLength) ? f.bytes : undefined);
     }
