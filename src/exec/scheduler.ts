@@ -31,7 +31,12 @@ export interface SubmitRequest<T> {
    * starts, after its inputs are staged). @default false: executing once started
    */
   readonly reportsExecuting?: boolean;
-  readonly run: (op: { readonly queuedAtMs: number; executing(): void }) => Promise<T>;
+  /**
+   * `releaseSlot()` frees the operation's slot before the work settles, for a
+   * tail that needs no slot (e.g. waiting for a cache write's fsync); the
+   * operation stays in flight, and joinable, until the work settles.
+   */
+  readonly run: (op: { readonly queuedAtMs: number; executing(): void; releaseSlot(): void }) => Promise<T>;
 }
 
 export interface SchedulerOptions {
@@ -172,14 +177,24 @@ export class Scheduler<T> {
     const executing = (): void => {
       if (op.stage === "queued") op.setStage("executing");
     };
+    let holding = true;
+    const releaseSlot = (): void => {
+      if (!holding) return;
+      holding = false;
+      this.running--;
+      this.dispatch();
+    };
     Promise.resolve()
-      .then(() => op.request.run({ queuedAtMs: op.queuedAtMs, executing }))
+      .then(() => op.request.run({ queuedAtMs: op.queuedAtMs, executing, releaseSlot }))
       .then(
         (v) => op.resolve(v),
         (e: unknown) => op.reject(e),
       )
       .finally(() => {
-        this.running--;
+        if (holding) {
+          holding = false;
+          this.running--;
+        }
         this.doneCount++;
         if (op.request.dedupKey !== undefined && this.inFlight.get(op.request.dedupKey) === op) {
           this.inFlight.delete(op.request.dedupKey);

@@ -112,8 +112,12 @@ export function createExecutionService(deps: ExecutionServiceDeps): ServiceEntry
       client: clientIdentity(call),
       ...(prepared.doNotCache ? {} : { dedupKey: `${instance}\0${digestKey(actionDigest)}` }),
       reportsExecuting: true,
-      run: async ({ queuedAtMs, executing }) => {
+      run: async ({ queuedAtMs, executing, releaseSlot }) => {
         const response = await deps.executor.execute(prepared, { queuedAtMs, onExecuting: executing });
+        // The sandbox and exec dir are done with; waiting for the AC write's
+        // fsync needs no job slot, so the next action starts meanwhile. The
+        // operation still completes only once the result is cached.
+        releaseSlot();
         if (cacheable(prepared, response)) {
           try {
             const entry: CachedResult = {
