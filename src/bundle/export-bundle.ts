@@ -4,7 +4,8 @@ import { digestKey, formatDigest } from "../digest/digest";
 import { GrpcCode, RpcError, isRpcError } from "../errors";
 import { BundleWriter } from "./bundle-writer";
 import { FORMAT_VERSION } from "./format";
-import { type AcEntry, type Selection, describeSelection, inspectionBlobs, referencedBlobs } from "./select";
+import { requiredBlobs } from "../ac/referenced-blobs";
+import { type AcEntry, type Selection, describeSelection, inspectionBlobs } from "./select";
 
 /** Where an export reads from: the CAS and a listing of the action cache. */
 export interface BundleSource {
@@ -55,7 +56,7 @@ export async function exportBundle(path: string, source: BundleSource, o: Export
     let actionResults = 0;
     let incomplete = plan.incomplete;
     for await (const e of plan.entries()) {
-      const needed = await referencedBlobs(source.cas, e.entry.result, e.action.fn);
+      const needed = await requiredBlobs(source.cas, e.entry.result, e.action.fn);
       const missing = needed === undefined ? undefined : needed.find((d) => !written.has(digestKey(d)));
       if (needed === undefined || missing !== undefined) {
         if (o.selection.kind === "action") {
@@ -114,7 +115,7 @@ async function planSince(source: BundleSource, cutoffMs: number): Promise<Plan> 
   const selected: AcEntry[] = [];
   let incomplete = 0;
   for await (const e of source.actionResults()) {
-    const needed = await referencedBlobs(source.cas, e.entry.result, e.action.fn);
+    const needed = await requiredBlobs(source.cas, e.entry.result, e.action.fn);
     if (needed === undefined) {
       incomplete++;
       continue;
@@ -143,7 +144,7 @@ async function planAction(source: BundleSource, s: Extract<Selection, { kind: "a
   }
   const blobs: Digest[] = [];
   for (const e of matches) {
-    const needed = await referencedBlobs(source.cas, e.entry.result, e.action.fn);
+    const needed = await requiredBlobs(source.cas, e.entry.result, e.action.fn);
     if (needed === undefined) {
       throw RpcError.failedPrecondition(
         `the action result of ${formatDigest(e.action)} (instance "${e.instance}") has an output Tree that is missing or malformed, so it cannot be exported complete`,

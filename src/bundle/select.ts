@@ -3,7 +3,7 @@ import type { BlobStore } from "../cas/blob-store";
 import type { Digest, DigestFn } from "../digest/digest";
 import { digestKey, fromWire, isEmptyDigest } from "../digest/digest";
 import { GrpcCode, isRpcError } from "../errors";
-import { Action, Directory, Tree, type ActionResult } from "../proto/build/bazel/remote/execution/v2/remote_execution";
+import { Action, Directory } from "../proto/build/bazel/remote/execution/v2/remote_execution";
 
 /** One action-cache entry with its key. */
 export interface AcEntry {
@@ -28,34 +28,6 @@ export function describeSelection(s: Selection): string {
       return `used within ${s.label}`;
     case "action":
       return `action ${s.fn === undefined || s.fn === "sha256" ? "" : `${s.fn}/`}${s.hash}/${s.sizeBytes}`;
-  }
-}
-
-/**
- * Every blob a result needs to be a usable cache hit: output files, stdout,
- * stderr, each output directory's Tree and every file inside it (the same set
- * CompletenessCheckingActionCache checks). Undefined when the result cannot be
- * complete: a malformed digest, or a Tree that is missing or undecodable.
- * Empty blobs are left out: every store has them.
- */
-export async function referencedBlobs(cas: BlobStore, result: ActionResult, fn: DigestFn): Promise<Digest[] | undefined> {
-  try {
-    const out: Digest[] = [];
-    for (const f of result.outputFiles) out.push(fromWire(fn, f.digest));
-    if (result.stdoutDigest !== undefined) out.push(fromWire(fn, result.stdoutDigest));
-    if (result.stderrDigest !== undefined) out.push(fromWire(fn, result.stderrDigest));
-    for (const d of result.outputDirectories) {
-      const treeDigest = fromWire(fn, d.treeDigest);
-      out.push(treeDigest);
-      const tree = Tree.decode(await cas.get(treeDigest));
-      for (const dir of tree.root === undefined ? tree.children : [tree.root, ...tree.children]) {
-        for (const file of dir.files) out.push(fromWire(fn, file.digest));
-      }
-    }
-    return out.filter((d) => !isEmptyDigest(d));
-  } catch (err) {
-    if (isRpcError(err) && err.code !== GrpcCode.INVALID_ARGUMENT && err.code !== GrpcCode.NOT_FOUND) throw err;
-    return undefined;
   }
 }
 

@@ -3,7 +3,7 @@ import type { BlobStore } from "../cas/blob-store";
 import { type Digest, digestKey, formatDigest } from "../digest/digest";
 import { ActionResult } from "../proto/build/bazel/remote/execution/v2/remote_execution";
 import type { ReadThroughBlobStore } from "./read-through-blob-store";
-import { referencedBlobs } from "./referenced-blobs";
+import { referencedBlobs } from "../ac/referenced-blobs";
 import type { UpstreamClient } from "./upstream-client";
 import type { UpstreamHealth } from "./upstream-health";
 import { type UpstreamLog, messageOf, silentLog } from "./upstream-log";

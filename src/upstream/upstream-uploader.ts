@@ -2,7 +2,7 @@ import type { ActionCache } from "../ac/action-cache";
 import type { BlobStore } from "../cas/blob-store";
 import { type Digest, type DigestFn, digestKey, formatDigest } from "../digest/digest";
 import { GrpcCode, RpcError, isRpcError } from "../errors";
-import { referencedBlobs } from "./referenced-blobs";
+import { referencedBlobs } from "../ac/referenced-blobs";
 import type { BlobUpload, UpstreamClient } from "./upstream-client";
 import { type UpstreamHealth, isTransportFailure } from "./upstream-health";
 import { type UpstreamLog, messageOf, silentLog } from "./upstream-log";

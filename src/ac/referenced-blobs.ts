@@ -1,4 +1,6 @@
+import type { BlobStore } from "../cas/blob-store";
 import { type Digest, digestKey, fromWire, isEmptyDigest } from "../digest/digest";
+import { GrpcCode, isRpcError } from "../errors";
 import { type ActionResult, type Directory, Tree } from "../proto/build/bazel/remote/execution/v2/remote_execution";
 
 /**
@@ -30,4 +32,19 @@ export async function referencedBlobs(
     for (const dir of dirs) for (const file of dir.files) add(fromWire(fn, file.digest, `file "${file.name}" in a Tree`));
   }
   return { trees, blobs: [...blobs.values()] };
+}
+
+/**
+ * The blobs a cached result needs in `cas` (Trees included), or undefined when
+ * the result cannot be complete: a malformed digest, or a Tree that is
+ * missing or undecodable. Those mean "not a usable hit", never an error.
+ */
+export async function requiredBlobs(cas: BlobStore, result: ActionResult, fn: Digest["fn"]): Promise<Digest[] | undefined> {
+  try {
+    const { trees, blobs } = await referencedBlobs(result, fn, (t) => cas.get(t));
+    return [...trees, ...blobs];
+  } catch (err) {
+    if (isRpcError(err) && err.code !== GrpcCode.INVALID_ARGUMENT && err.code !== GrpcCode.NOT_FOUND) throw err;
+    return undefined;
+  }
 }
