@@ -3,9 +3,10 @@ import { systemClock } from "../clock";
 import type { Digest } from "../digest/digest";
 import { digestKey, formatDigest } from "../digest/digest";
 import { RpcError } from "../errors";
-import type { BlobStore, BlobWriter, StoredBlob } from "./blob-store";
+import type { BlobStore, BlobWriter } from "./blob-store";
 import { writeFinished } from "./checks";
 import { KeyedMutex } from "./keyed-mutex";
+import { ForwardingBlobStore } from "./forwarding-blob-store";
 
 /** Bazel and Buck2 assume a blob survives 3 h after they last saw it (reliability-targets §4). */
 export const DEFAULT_PROTECT_MS = 3 * 60 * 60 * 1000;
@@ -41,8 +42,8 @@ export interface EvictionResult {
  * keeps only two totals in memory and finds victims by scanning base.list(),
  * so a million blobs cost a few MiB during a scan and nothing between scans.
  */
-export class SizeBoundedBlobStore implements BlobStore {
-  readonly name: string;
+export class SizeBoundedBlobStore extends ForwardingBlobStore {
+  override readonly name: string;
   readonly maxBytes: number;
   private readonly protectMs: number;
   private readonly clock: Clock;
@@ -58,9 +59,10 @@ export class SizeBoundedBlobStore implements BlobStore {
   private readonly ready: Promise<void>;
 
   constructor(
-    private readonly base: BlobStore,
+    base: BlobStore,
     options: SizeBoundedBlobStoreOptions,
   ) {
+    super(base);
     if (!Number.isSafeInteger(options.maxBytes) || options.maxBytes <= 0) {
       throw RpcError.invalidArgument(`maxBytes must be a positive integer, got ${options.maxBytes}`);
     }
@@ -79,19 +81,7 @@ export class SizeBoundedBlobStore implements BlobStore {
     return { blobs: this.storedBlobs, bytes: this.storedBytes };
   }
 
-  async findMissing(digests: readonly Digest[]): Promise<Digest[]> {
-    return this.base.findMissing(digests);
-  }
-
-  get(digest: Digest): Promise<Uint8Array> {
-    return this.base.get(digest);
-  }
-
-  read(digest: Digest, offset?: number): Promise<AsyncIterable<Uint8Array>> {
-    return this.base.read(digest, offset);
-  }
-
-  async put(digest: Digest, data: Uint8Array): Promise<void> {
+  override async put(digest: Digest, data: Uint8Array): Promise<void> {
     await this.reserve(digest);
     try {
       await this.publish(digest, () => this.base.put(digest, data));
@@ -100,7 +90,7 @@ export class SizeBoundedBlobStore implements BlobStore {
     }
   }
 
-  async beginWrite(digest: Digest): Promise<BlobWriter> {
+  override async beginWrite(digest: Digest): Promise<BlobWriter> {
     await this.reserve(digest);
     let inner: BlobWriter;
     try {
@@ -116,25 +106,9 @@ export class SizeBoundedBlobStore implements BlobStore {
     );
   }
 
-  async delete(digests: readonly Digest[]): Promise<void> {
+  override async delete(digests: readonly Digest[]): Promise<void> {
     await this.ready;
     await Promise.all(digests.map((d) => this.remove(d)));
-  }
-
-  async filePath(digest: Digest): Promise<string | undefined> {
-    return this.base.filePath?.(digest);
-  }
-
-  list(): AsyncIterable<StoredBlob> {
-    return this.base.list();
-  }
-
-  touch(digests: readonly Digest[]): Promise<void> {
-    return this.base.touch(digests);
-  }
-
-  close(): Promise<void> {
-    return this.base.close();
   }
 
   /**

@@ -2,8 +2,9 @@ import type { Digest } from "../digest/digest";
 import { formatDigest } from "../digest/digest";
 import { createHasher, hashBytes } from "../digest/hasher";
 import { RpcError } from "../errors";
-import type { BlobStore, BlobWriter, StoredBlob } from "./blob-store";
+import type { BlobStore, BlobWriter } from "./blob-store";
 import { checkHash, checkSize, writeFinished } from "./checks";
+import { ForwardingBlobStore } from "./forwarding-blob-store";
 
 export interface VerifyingBlobStoreOptions {
   /**
@@ -21,23 +22,20 @@ export interface VerifyingBlobStoreOptions {
  * hash mismatch is INVALID_ARGUMENT and the base write is aborted, leaving
  * nothing behind (reliability-targets I-1, I-2).
  */
-export class VerifyingBlobStore implements BlobStore {
-  readonly name: string;
+export class VerifyingBlobStore extends ForwardingBlobStore {
+  override readonly name: string;
   private readonly verifyOnRead: boolean;
 
   constructor(
-    private readonly base: BlobStore,
+    base: BlobStore,
     options: VerifyingBlobStoreOptions = {},
   ) {
+    super(base);
     this.name = `verifying(${base.name})`;
     this.verifyOnRead = options.verifyOnRead ?? false;
   }
 
-  findMissing(digests: readonly Digest[]): Promise<Digest[]> {
-    return this.base.findMissing(digests);
-  }
-
-  async get(digest: Digest): Promise<Uint8Array> {
+  override async get(digest: Digest): Promise<Uint8Array> {
     const data = await this.base.get(digest);
     if (this.verifyOnRead && (data.byteLength !== digest.sizeBytes || hashBytes(digest.fn, data) !== digest.hash)) {
       await this.repair(digest);
@@ -45,44 +43,28 @@ export class VerifyingBlobStore implements BlobStore {
     return data;
   }
 
-  async read(digest: Digest, offset?: number): Promise<AsyncIterable<Uint8Array>> {
+  override async read(digest: Digest, offset?: number): Promise<AsyncIterable<Uint8Array>> {
     // A stream cannot take back bytes already sent, so the whole blob is
     // checked before the first byte goes out.
     if (this.verifyOnRead) await this.check(digest);
     return this.base.read(digest, offset);
   }
 
-  async put(digest: Digest, data: Uint8Array): Promise<void> {
+  override async put(digest: Digest, data: Uint8Array): Promise<void> {
     checkSize(digest, data.byteLength);
     checkHash(digest, hashBytes(digest.fn, data));
     await this.base.put(digest, data);
   }
 
-  async beginWrite(digest: Digest): Promise<BlobWriter> {
+  override async beginWrite(digest: Digest): Promise<BlobWriter> {
     return new VerifyingWriter(digest, await this.base.beginWrite(digest));
   }
 
-  delete(digests: readonly Digest[]): Promise<void> {
-    return this.base.delete(digests);
-  }
-
-  async filePath(digest: Digest): Promise<string | undefined> {
+  override async filePath(digest: Digest): Promise<string | undefined> {
     if (this.base.filePath === undefined) return undefined;
     const path = await this.base.filePath(digest);
     if (path !== undefined && this.verifyOnRead) await this.check(digest);
     return path;
-  }
-
-  list(): AsyncIterable<StoredBlob> {
-    return this.base.list();
-  }
-
-  touch(digests: readonly Digest[]): Promise<void> {
-    return this.base.touch(digests);
-  }
-
-  close(): Promise<void> {
-    return this.base.close();
   }
 
   private async check(digest: Digest): Promise<void> {

@@ -1,6 +1,7 @@
-import type { BlobStore, BlobWriter, StoredBlob } from "../cas/blob-store";
+import type { BlobStore, BlobWriter } from "../cas/blob-store";
 import { type Digest, isEmptyDigest } from "../digest/digest";
 import type { WriteBehindQueue } from "./write-behind-queue";
+import { ForwardingBlobStore } from "../cas/forwarding-blob-store";
 
 /**
  * Queues every blob stored through it for upload to the upstream. The entry
@@ -8,34 +9,23 @@ import type { WriteBehindQueue } from "./write-behind-queue";
  * is either uploaded or still queued after a crash. Blobs copied in from the
  * upstream by the read-through layer below do not pass through here.
  */
-export class WriteBehindBlobStore implements BlobStore {
-  readonly name: string;
+export class WriteBehindBlobStore extends ForwardingBlobStore {
+  override readonly name: string;
 
   constructor(
-    private readonly base: BlobStore,
+    base: BlobStore,
     private readonly queue: WriteBehindQueue,
   ) {
+    super(base);
     this.name = `write-behind(${base.name})`;
   }
 
-  findMissing(digests: readonly Digest[]): Promise<Digest[]> {
-    return this.base.findMissing(digests);
-  }
-
-  get(digest: Digest): Promise<Uint8Array> {
-    return this.base.get(digest);
-  }
-
-  read(digest: Digest, offset?: number): Promise<AsyncIterable<Uint8Array>> {
-    return this.base.read(digest, offset);
-  }
-
-  async put(digest: Digest, data: Uint8Array): Promise<void> {
+  override async put(digest: Digest, data: Uint8Array): Promise<void> {
     await this.base.put(digest, data);
     if (!isEmptyDigest(digest)) await this.queue.enqueueBlob(digest);
   }
 
-  async beginWrite(digest: Digest): Promise<BlobWriter> {
+  override async beginWrite(digest: Digest): Promise<BlobWriter> {
     const writer = await this.base.beginWrite(digest);
     const queue = this.queue;
     return {
@@ -50,25 +40,5 @@ export class WriteBehindBlobStore implements BlobStore {
       },
       abort: () => writer.abort(),
     };
-  }
-
-  delete(digests: readonly Digest[]): Promise<void> {
-    return this.base.delete(digests);
-  }
-
-  async filePath(digest: Digest): Promise<string | undefined> {
-    return this.base.filePath?.(digest);
-  }
-
-  list(): AsyncIterable<StoredBlob> {
-    return this.base.list();
-  }
-
-  touch(digests: readonly Digest[]): Promise<void> {
-    return this.base.touch(digests);
-  }
-
-  close(): Promise<void> {
-    return this.base.close();
   }
 }
