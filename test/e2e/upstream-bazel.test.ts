@@ -122,10 +122,14 @@ describe("Bazel 4.2.3 through lre fronts sharing one upstream lre", () => {
     expect(result.summary === undefined ? -1 : actionCount(result.summary)).toBe(ACTIONS + 1);
     expect(workspace().readOutputs(OUTPUTS)).toEqual(built!);
 
-    const s = await stats(front3.dataDir);
-    expect(s.acEntries).toBe(ACTIONS + 1);
-    expect(s.upstream?.reachable).toBe(false);
-    expect(s.upstream?.queued).toBeGreaterThan(0);
+    expect((await stats(front3.dataDir)).acEntries).toBe(ACTIONS + 1);
+    // The status file is republished about once a second, and the uploader
+    // notices the dead upstream on its next attempt: wait for both.
+    await eventually("front 3 reports the upstream unreachable", async () => {
+      const s = await stats(front3.dataDir);
+      return s.upstream?.reachable === false;
+    });
+    expect((await stats(front3.dataDir)).upstream?.queued).toBeGreaterThan(0);
 
     // And the next clean build is all hits from front 3 alone.
     await workspace().clean();
