@@ -32,15 +32,19 @@ function signatureOf(st: Stats): Signature {
   return { ino: st.ino, size: st.size, mode: st.mode, uid: st.uid, nlink: st.nlink, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
 }
 
-function sameSignature(a: Signature, st: Stats): boolean {
+/**
+ * `linkSensitive`: also compare link count and ctime, which every link and
+ * unlink moves. Needed only where an action could change an entry (entries
+ * owned by lre's own uid); see FileCache.
+ */
+function sameSignature(a: Signature, st: Stats, linkSensitive: boolean): boolean {
   return (
     a.ino === st.ino &&
     a.size === st.size &&
     a.mode === st.mode &&
     a.uid === st.uid &&
-    a.nlink === st.nlink &&
     a.mtimeMs === st.mtimeMs &&
-    a.ctimeMs === st.ctimeMs
+    (!linkSensitive || (a.nlink === st.nlink && a.ctimeMs === st.ctimeMs))
   );
 }
 
@@ -65,12 +69,16 @@ export interface FileCacheOptions {
  * one would change it for every action using it. Two defences:
  *  - as root, entries belong to a uid the sandbox does not map (see
  *    DEFAULT_ROOT_ENTRY_OWNER), so an action cannot change them at all;
- *  - always, lre remembers each entry's full stat signature (including inode
- *    and ctime, which user space cannot reset) and updates it around its own
- *    links and unlinks. An entry whose signature changed for any other reason
- *    is re-hashed before anyone relies on it; if its bytes or mode are wrong,
- *    it is evicted and every running action holding it is told (CacheLease),
- *    so none of their results is cached.
+ *  - always, lre remembers each entry's stat signature. An entry whose
+ *    signature changed behind lre's back is re-hashed before anyone relies
+ *    on it; if its bytes or mode are wrong, it is evicted and every running
+ *    action holding it is told (CacheLease), so none of their results is
+ *    cached. Where actions can write entries (no entryOwner: lre is not
+ *    root), the signature includes ctime, which user space cannot reset, and
+ *    the link count, so lre renews it around its own links and unlinks
+ *    (`explained`, `ifVouched`). Where they cannot (entryOwner), links and
+ *    unlinks are harmless and left out of the signature: staging is then one
+ *    lstat and one link per input, and teardown a plain rm -rf.
  */
 export class FileCache {
   private readonly inFlight = new Map<string, Promise<string>>();
@@ -90,7 +98,11 @@ export class FileCache {
     options: FileCacheOptions = {},
   ) {
     this.entryOwner = "entryOwner" in options ? options.entryOwner : process.getuid?.() === 0 ? DEFAULT_ROOT_ENTRY_OWNER : undefined;
+    this.linkSensitive = this.entryOwner === undefined;
   }
+
+  /** True when lre's own links and unlinks of entries must be explained (see the class comment). */
+  readonly linkSensitive: boolean;
 
   pathOf(digest: Digest, executable: boolean): string {
     return join(this.dir, `${digest.fn}-${digest.hash}${executable ? "-x" : ""}`);
@@ -139,7 +151,7 @@ export class FileCache {
   /** True when lre knows `st` to be the entry as it last wrote or verified it. */
   vouchedFor(path: string, st: Stats): boolean {
     const sig = this.known.get(path);
-    return sig !== undefined && sameSignature(sig, st);
+    return sig !== undefined && sameSignature(sig, st, this.linkSensitive);
   }
 
   /**
@@ -149,12 +161,29 @@ export class FileCache {
    * earlier is never laundered by it.
    */
   explained(path: string, op: () => void): void {
+    if (!this.linkSensitive) return op();
     const before = lstatSync(path, { throwIfNoEntry: false });
     const trusted = before !== undefined && this.vouchedFor(path, before);
     op();
     if (!trusted) return;
     const after = lstatSync(path, { throwIfNoEntry: false });
     if (after !== undefined) this.known.set(path, signatureOf(after));
+  }
+
+  /**
+   * Like `explained`, but runs `op` only when the entry is vouched for right
+   * before it; returns false (and does nothing) otherwise, so the caller can
+   * acquire the entry first. Staging uses it to check and link in one pass:
+   * two lstats and a link per input in the steady state.
+   */
+  ifVouched(path: string, op: () => void): boolean {
+    const before = lstatSync(path, { throwIfNoEntry: false });
+    if (before === undefined || !this.vouchedFor(path, before)) return false;
+    op();
+    if (!this.linkSensitive) return true;
+    const after = lstatSync(path, { throwIfNoEntry: false });
+    if (after !== undefined) this.known.set(path, signatureOf(after));
+    return true;
   }
 
   /**

@@ -89,31 +89,39 @@ export async function stageInputs(
   await inBatches(tree.directories, (d) => mkdirSync(join(root, d)));
 
   const entries = new Map<string, SharedInput>();
-  for (const f of tree.files) {
+  const entryOf = (f: InputTree["files"][number]): SharedInput => {
     const key = `${digestKey(f.digest)}:${f.executable}`;
-    if (!entries.has(key)) entries.set(key, { digest: f.digest, executable: f.executable, path: cache.pathOf(f.digest, f.executable) });
-  }
-  // Entries lre can vouch for cost one lstat; the rest (absent, or changed
-  // since lre last saw them) go through acquire, concurrently.
-  const unsure: SharedInput[] = [];
-  await inBatches([...entries.values()], (e) => {
-    cache.hold(lease, e.path);
-    const st = lstatSync(e.path, { throwIfNoEntry: false });
-    if (st === undefined || !cache.vouchedFor(e.path, st)) unsure.push(e);
-  });
-  await parallel(unsure, concurrency, async (e) => {
-    try {
-      await cache.acquire(lease, e.digest, e.executable);
-    } catch (err) {
-      if (isBlobGone(err)) throw missingError([e.digest]);
-      throw err;
-    }
-  });
+    let e = entries.get(key);
+    if (e === undefined) entries.set(key, (e = { digest: f.digest, executable: f.executable, path: cache.pathOf(f.digest, f.executable) }));
+    return e;
+  };
+  const link = (f: InputTree["files"][number], e: SharedInput) => () =>
+    linkOrCopy(e.path, join(root, f.path), f.executable ? 0o555 : 0o444);
 
+  // One pass checks and links every input whose cache entry lre can vouch
+  // for (the steady state). The rest (absent, or changed since lre last saw
+  // them) are acquired concurrently, then linked.
+  const deferred: InputTree["files"][number][] = [];
   await inBatches(tree.files, (f) => {
-    const entry = entries.get(`${digestKey(f.digest)}:${f.executable}`)!;
-    cache.explained(entry.path, () => linkOrCopy(entry.path, join(root, f.path), f.executable ? 0o555 : 0o444));
+    const e = entryOf(f);
+    cache.hold(lease, e.path);
+    if (!cache.ifVouched(e.path, link(f, e))) deferred.push(f);
   });
+  if (deferred.length > 0) {
+    const unsure = [...new Set(deferred.map(entryOf))];
+    await parallel(unsure, concurrency, async (e) => {
+      try {
+        await cache.acquire(lease, e.digest, e.executable);
+      } catch (err) {
+        if (isBlobGone(err)) throw missingError([e.digest]);
+        throw err;
+      }
+    });
+    await inBatches(deferred, (f) => {
+      const e = entryOf(f);
+      cache.explained(e.path, link(f, e));
+    });
+  }
   for (const s of tree.symlinks) symlinkSync(s.target, join(root, s.path));
   for (const d of extraDirs) mkdirSync(join(root, d), { recursive: true });
 
@@ -128,9 +136,10 @@ export async function stageInputs(
  * count stay vouched for (a plain rm -rf would make every other action using
  * the entry re-hash it). The walk uses lstat only and never descends through
  * a symlink, so nothing outside `dir` is touched; everything else is left for
- * removeTree.
+ * removeTree. A no-op when the cache is not link-sensitive (lre as root).
  */
 export async function unlinkSharedInputs(dir: string, staged: StagedInputs, cache: FileCache): Promise<void> {
+  if (!cache.linkSensitive) return; // unlinks do not disturb entries' signatures
   const byIno = new Map<string, string>();
   for (const s of staged.shared) {
     const st = lstatSync(s.path, { throwIfNoEntry: false });
