@@ -16,7 +16,7 @@ export {
 export type { ClosureResolverOptions } from "./closure";
 export { DEFAULT_VIEWS_DIR, collectClosureViews, ensureClosureView } from "./closure-view";
 export type { ClosureViewOptions, CollectViewsOptions } from "./closure-view";
-export { SandboxStartError, findPidsCgroupDir, runSandboxed } from "./run";
+export { SandboxStartError, findPidsCgroupDir, removeIdleCgroups, runSandboxed } from "./run";
 export type { RunOptions, RunResult } from "./run";
 export { actionSandboxSpec } from "./action-spec";
 export { linkOrCopy, removeTree } from "./fs-util";

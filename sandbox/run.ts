@@ -267,7 +267,9 @@ export async function runSandboxed(spec: SandboxSpec, opts: RunOptions): Promise
     await stdoutFile.close();
     await stderrFile.close();
     if (limiting) await limiting.catch(() => undefined);
-    if (cgroupDir) await removeCgroup(cgroupDir);
+    // Not awaited: the cgroup empties as the namespace's last tasks are
+    // reaped, and the result does not depend on it.
+    if (cgroupDir !== undefined && pidsCgroupParent !== undefined) void releaseCgroup(pidsCgroupParent, cgroupDir);
   }
 }
 
@@ -371,11 +373,17 @@ async function writeAllAndClose(fd: number, data: Buffer): Promise<void> {
  */
 async function applyProcessLimit(pid: number, max: number, cgroupParent: string | undefined, created: (dir: string) => void): Promise<void> {
   if (cgroupParent !== undefined) {
-    sweepStaleCgroups(cgroupParent);
-    const dir = join(cgroupParent, `lre-${process.pid}-${++cgroupSeq}`);
-    mkdirSync(dir);
+    const dir = takeCgroup(cgroupParent);
     created(dir);
-    writeFileSync(join(dir, "pids.max"), String(max));
+    // A reused cgroup may still be charged for exited tasks of an earlier
+    // run that their reaper has not collected yet (bwrap's pid 1 outlives
+    // bwrap and is reaped by the host's init, which can take a second); the
+    // cap leaves room for them, so this run still gets `max` of its own.
+    const lingering = cgroupMax.has(dir) ? Number(readFileSync(join(dir, "pids.current"), "utf8")) || 0 : 0;
+    if (cgroupMax.get(dir) !== max + lingering) {
+      writeFileSync(join(dir, "pids.max"), String(max + lingering));
+      cgroupMax.set(dir, max + lingering);
+    }
     await writeFile(join(dir, "cgroup.procs"), String(pid));
     return;
   }
@@ -456,22 +464,72 @@ function lookUpPidsCgroupDir(): string | undefined {
   return undefined;
 }
 
-async function removeCgroup(dir: string): Promise<void> {
-  // Exited tasks linger briefly as zombies while their parent reaps them,
-  // usually for well under a millisecond: retry soon, backing off to 10 ms
-  // (a fixed 10 ms first wait showed up in every action's p90).
+/**
+ * Emptied per-run cgroups, kept for the next run. Creating and removing a
+ * cgroup directory costs about a millisecond each, synchronously, on the
+ * event loop every action shares (seen in a profile of the Execute path);
+ * a kept one costs nothing. Left behind at exit, they are empty and the
+ * next lre's sweep removes them.
+ */
+const idleCgroups = new Map<string, string[]>();
+/** The pids.max last written to each cgroup lre made. */
+const cgroupMax = new Map<string, number>();
+const MAX_IDLE_CGROUPS = 64;
+
+/** Removes the kept cgroups (at shutdown; a run still under way keeps its own). */
+export function removeIdleCgroups(): void {
+  for (const idle of idleCgroups.values()) {
+    for (const dir of idle.splice(0)) {
+      try {
+        rmdirSync(dir);
+        cgroupMax.delete(dir);
+      } catch {
+        // the next lre's sweep removes it
+      }
+    }
+  }
+}
+
+function takeCgroup(parent: string): string {
+  const idle = idleCgroups.get(parent)?.pop();
+  if (idle !== undefined) return idle;
+  sweepStaleCgroups(parent);
+  const dir = join(parent, `lre-${process.pid}-${++cgroupSeq}`);
+  mkdirSync(dir);
+  return dir;
+}
+
+/** Returns a run's cgroup to the pool once no live task is left in it; removes it if the pool is full. */
+async function releaseCgroup(parent: string, dir: string): Promise<void> {
+  // Normally empty at once: the namespace's tasks are gone when bwrap has exited.
   const deadline = Date.now() + 1000;
   for (let wait = 0.25; ; wait = Math.min(10, wait * 2)) {
+    let empty: boolean;
     try {
-      rmdirSync(dir);
-      return;
-    } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (code === "ENOENT") return;
-      if (code !== "EBUSY") throw err;
-      if (Date.now() > deadline) return; // a later run's sweep removes it
-      await Bun.sleep(wait);
+      // cgroup.procs lists live tasks only; exited ones not yet reaped are
+      // still charged in pids.current, which takeCgroup's caller allows for.
+      empty = readFileSync(join(dir, "cgroup.procs"), "utf8").trim() === "";
+    } catch {
+      cgroupMax.delete(dir);
+      return; // removed from under us
     }
+    if (empty) {
+      const idle = idleCgroups.get(parent) ?? [];
+      idleCgroups.set(parent, idle);
+      if (idle.length < MAX_IDLE_CGROUPS) {
+        idle.push(dir);
+        return;
+      }
+      try {
+        rmdirSync(dir);
+        cgroupMax.delete(dir);
+      } catch {
+        // a later run's sweep removes it
+      }
+      return;
+    }
+    if (Date.now() > deadline) return; // never reused; a later run's sweep removes it
+    await Bun.sleep(wait);
   }
 }
 

@@ -1,6 +1,6 @@
 import { statSync } from "node:fs";
 import { join } from "node:path";
-import { DEFAULT_STORE_DIR, DEFAULT_VIEWS_DIR } from "../../sandbox/mod";
+import { DEFAULT_STORE_DIR, DEFAULT_VIEWS_DIR, removeIdleCgroups } from "../../sandbox/mod";
 import type { ServeConfig } from "../config/config";
 import type { ActionCache } from "../ac/action-cache";
 import { ClosureCheckingActionCache } from "../ac/closure-checking-action-cache";
@@ -64,6 +64,7 @@ export async function startExecution(cfg: ServeConfig, storage: Storage, log: Lo
     close: () => {
       status.stop();
       collection.stop();
+      removeIdleCgroups();
     },
   };
 }

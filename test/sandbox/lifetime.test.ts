@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, copyFileSync, existsSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { SandboxStartError, runSandboxed } from "../../sandbox/mod";
+import { SandboxStartError, findPidsCgroupDir, removeIdleCgroups, runSandboxed } from "../../sandbox/mod";
 import type { RunOptions, RunResult, SandboxSpec } from "../../sandbox/mod";
 import { actionSpec, sandboxWorld, tempDir } from "./helpers";
 import type { SandboxWorld } from "./helpers";
@@ -139,6 +139,28 @@ describe("escaping processes", () => {
     expect(processesWith(marker)).toEqual([]);
     const probe = Bun.spawnSync(["true"]);
     expect(probe.exitCode).toBe(0);
+  });
+
+  test("per-run cgroups are reused once empty, each run gets its own cap, and removeIdleCgroups clears them", async () => {
+    const parent = findPidsCgroupDir();
+    expect(parent).toBeDefined(); // CI runs as root with the pids controller
+    const mine = () => readdirSync(parent!).filter((n) => n.startsWith(`lre-${process.pid}-`));
+    // Capped runs one after another: the count of cgroups this process made barely grows.
+    const before = mine().length;
+    for (const cap of [8, 16, 8, 16, 8, 16]) {
+      const marker = uniqueMarker();
+      const r = await sh(`(i=0; while [ $i -lt 40 ]; do sleep 600 & i=$((i+1)); done) 2>/dev/null; n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; echo $n > /build/count-${marker}`, { maxProcesses: cap });
+      expect(r.timedOut).toBe(false);
+      expect(Number(readFileSync(join(root, `count-${marker}`), "utf8"))).toBeLessThanOrEqual(cap);
+      expect(processesWith(marker)).toEqual([]);
+    }
+    expect(mine().length - before).toBeLessThanOrEqual(2);
+    // Released in the background: wait until no live task is left in them.
+    const until = Date.now() + 5_000;
+    while (Date.now() < until && mine().some((n) => readFileSync(join(parent!, n, "cgroup.procs"), "utf8").trim() !== "")) await Bun.sleep(20);
+    await Bun.sleep(20);
+    removeIdleCgroups();
+    expect(mine()).toEqual([]);
   });
 
   test("without a writable cgroup (non-root lre), the process cap holds through RLIMIT_NPROC", async () => {
