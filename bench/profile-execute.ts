@@ -5,7 +5,8 @@
  * inputs already in the CAS, and the profile lands in PROFILE_DIR when the
  * server exits. Not part of `npm run bench`; run by hand:
  *   ./node_modules/.bin/bun bench/profile-execute.ts [ACTIONS] [PROFILE_DIR]
- * With LRE_NO_PROFILE=1 the server runs without the profiler (for timing).
+ * With LRE_NO_PROFILE=1 the server runs without the profiler (for timing);
+ * LRE_SERVE_ARGS adds flags to `lre serve` (e.g. "--jobs 4").
  */
 import { existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -24,7 +25,7 @@ const TRUE = `${nix.busybox}/bin/true`;
 const root = mkdtempSync(join(tmpdir(), "lre-prof-"));
 const socket = join(root, "run", "lre.sock");
 const server = Bun.spawn(
-  [...(process.env.LRE_WRAP ? [process.env.LRE_WRAP] : [process.execPath]), ...(process.env.LRE_NO_PROFILE ? [] : ["--cpu-prof-md", `--cpu-prof-dir=${PROFILE_DIR}`]), join(import.meta.dir, "..", "src", "main.ts"), "serve", "--socket", socket, "--data-dir", join(root, "data")],
+  [...(process.env.LRE_WRAP ? [process.env.LRE_WRAP] : [process.execPath]), ...(process.env.LRE_NO_PROFILE ? [] : ["--cpu-prof-md", `--cpu-prof-dir=${PROFILE_DIR}`]), join(import.meta.dir, "..", "src", "main.ts"), "serve", "--socket", socket, "--data-dir", join(root, "data"), ...(process.env.LRE_SERVE_ARGS ?? "").split(" ").filter(Boolean)],
   { stdio: ["ignore", "inherit", "inherit"] },
 );
 while (!existsSync(socket)) await Bun.sleep(50);
