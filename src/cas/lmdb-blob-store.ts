@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import { mkdir, open, readdir, readFile, rename, stat, unlink } from "node:fs/promises";
 import type { Clock } from "../clock";
@@ -151,7 +152,7 @@ export class LmdbBlobStore implements BlobStore {
     if (digest.sizeBytes <= this.inlineMaxBytes) {
       return new InlineWriter(digest, (data) => this.publishInline(digest, data));
     }
-    const tmp = `${this.env.dataDir}/tmp/${process.pid}-${randomBytes(8).toString("hex")}`;
+    const tmp = `${this.env.dataDir}/tmp/${OWN_TEMP_TAG}-${randomBytes(8).toString("hex")}`;
     const handle = await open(tmp, "wx", 0o444);
     return new FileWriter(digest, tmp, handle, (path) => this.publishFile(digest, path));
   }
@@ -302,10 +303,9 @@ export class LmdbBlobStore implements BlobStore {
 
   private async scrub(orphanGraceMs: number): Promise<void> {
     // 1. Temp files of uploads whose process is gone. Live processes (a server
-    //    next to `lre stats`) keep theirs: the pid prefix says whose they are.
+    //    next to `lre stats`) keep theirs: the name's owner tag says whose they are.
     for (const name of await readdir(`${this.env.dataDir}/tmp`)) {
-      const pid = Number(name.split("-")[0]);
-      if (pid === process.pid || (Number.isSafeInteger(pid) && pid > 0 && processAlive(pid))) continue;
+      if (tempOwnerAlive(name)) continue;
       await unlink(`${this.env.dataDir}/tmp/${name}`).catch(ignoreNoEnt);
     }
     // 2. Index entries whose file is missing or short (a crash between unlink and index removal, or lost data).
@@ -581,6 +581,40 @@ async function hashFile(path: string, fn: DigestFn): Promise<string> {
     await fh.close();
   }
   return h.hex();
+}
+
+/**
+ * Temp files are named `<pid>.<start time>-<random>`. A pid alone is not
+ * enough to tell a live upload from a dead one: a restarted server may get
+ * the pid of the one that crashed (always so as pid 1 of a container), and
+ * then it would keep the dead run's files forever, outside the size count.
+ * The start time (clock ticks since boot, from /proc) tells the runs apart.
+ */
+const OWN_TEMP_TAG = `${process.pid}.${processStartTime(process.pid) ?? 0}`;
+
+function tempOwnerAlive(name: string): boolean {
+  const owner = name.split("-")[0] ?? "";
+  const [pidText, startText] = owner.split(".");
+  const pid = Number(pidText);
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  // Names from before start times were recorded: the pid is all there is.
+  if (startText === undefined) return pid === process.pid || processAlive(pid);
+  if (owner === OWN_TEMP_TAG) return true;
+  return processAlive(pid) && String(processStartTime(pid) ?? "") === startText;
+}
+
+/** Field 22 of /proc/PID/stat; undefined when the process is gone or /proc is unreadable. */
+function processStartTime(pid: number): number | undefined {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, "latin1");
+  } catch {
+    return undefined;
+  }
+  // The command name (field 2) may hold spaces and parentheses: count fields after the last ")".
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const start = Number(fields[19]);
+  return Number.isSafeInteger(start) ? start : undefined;
 }
 
 function processAlive(pid: number): boolean {

@@ -42,6 +42,39 @@ export function makeDigest(fn: DigestFn, hash: string, sizeBytes: number, what =
   return { fn, hash, sizeBytes };
 }
 
+/**
+ * Converts a request's list of wire digests, dropping the empty blob (always
+ * present, REAPI) and repeats. Builds no per-digest strings unless one is bad:
+ * FindMissingBlobs lists carry thousands of digests and this runs for each.
+ */
+export function uniqueNonEmptyDigests(fn: DigestFn, wire: readonly WireDigest[], field: string): Digest[] {
+  const out: Digest[] = [];
+  // Keyed by hash alone (no key string to build); a repeat with another size is rare and kept apart.
+  const byHash = new Map<string, Digest>();
+  let otherSizes: Set<string> | undefined;
+  const empty = EMPTY_HASH[fn];
+  for (let i = 0; i < wire.length; i++) {
+    const w = wire[i] as WireDigest;
+    const { hash, sizeBytes } = w;
+    if (!HEX64.test(hash) || !Number.isSafeInteger(sizeBytes) || sizeBytes < 0) makeDigest(fn, hash, sizeBytes, `${field}[${i}]`);
+    if (sizeBytes === 0 && hash === empty) continue;
+    const seen = byHash.get(hash);
+    if (seen === undefined) {
+      const d: Digest = { fn, hash, sizeBytes };
+      byHash.set(hash, d);
+      out.push(d);
+    } else if (seen.sizeBytes !== sizeBytes) {
+      otherSizes ??= new Set();
+      const key = `${hash}/${sizeBytes}`;
+      if (!otherSizes.has(key)) {
+        otherSizes.add(key);
+        out.push({ fn, hash, sizeBytes });
+      }
+    }
+  }
+  return out;
+}
+
 /** Converts a wire Digest; a missing message is INVALID_ARGUMENT. */
 export function fromWire(fn: DigestFn, d: WireDigest | undefined, what = "digest"): Digest {
   if (d === undefined) throw RpcError.invalidArgument(`${what} is missing`);

@@ -1,6 +1,6 @@
 import type { BlobStore } from "../cas/blob-store";
 import { zstdCompress, zstdDecompressBounded } from "../compression/zstd";
-import { type Digest, type DigestFn, digestKey, fromWire, isEmptyDigest, toWire } from "../digest/digest";
+import { type Digest, type DigestFn, digestKey, fromWire, isEmptyDigest, toWire, uniqueNonEmptyDigests } from "../digest/digest";
 import { type DigestConfig, parseInstanceName, requestDigestFn } from "../digest/instance-name";
 import { GrpcCode, RpcError } from "../errors";
 import {
@@ -63,13 +63,9 @@ export function createCasService(options: CasServiceOptions): ServiceEntry {
     implementation: {
       findMissingBlobs: unaryHandler<FindMissingBlobsRequest, FindMissingBlobsResponse>("FindMissingBlobs", async (req) => {
         const { fn } = requestContext(req.instanceName, req.digestFunction);
-        const unique = new Map<string, Digest>();
-        req.blobDigests.forEach((w, i) => {
-          const d = fromWire(fn, w, `blob_digests[${i}]`);
-          // The empty blob is always present (REAPI), whether or not a store holds it.
-          if (!isEmptyDigest(d)) unique.set(digestKey(d), d);
-        });
-        const missing = unique.size === 0 ? [] : await cas.findMissing([...unique.values()]);
+        // The empty blob is always present (REAPI), whether or not a store holds it.
+        const unique = uniqueNonEmptyDigests(fn, req.blobDigests, "blob_digests");
+        const missing = unique.length === 0 ? [] : await cas.findMissing(unique);
         return { missingBlobDigests: missing.map(toWire) };
       }),
 

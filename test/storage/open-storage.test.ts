@@ -1,5 +1,6 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { mkdir, mkdtemp, readdir, rm, truncate, unlink, writeFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { LmdbBlobStore } from "../../src/cas/lmdb-blob-store";
 import { ManualClock } from "../../src/clock";
@@ -67,12 +68,16 @@ describe("openStorage", () => {
     await s1.close();
     await unlink(aPath);
     await truncate(bPath, 4999);
+    const ownStart = readFileSync(`/proc/${process.pid}/stat`, "latin1").split(") ")[1]!.split(" ")[19];
     await writeFile(`${dataDir}/tmp/999999999-deadbeef`, "half an upload");
-    await writeFile(`${dataDir}/tmp/${process.pid}-mine`, "an upload of a live process");
+    await writeFile(`${dataDir}/tmp/999999999.12345-deadbeef`, "half an upload, newer naming");
+    await writeFile(`${dataDir}/tmp/${process.pid}.${ownStart}-mine`, "an upload of a live process");
+    // The same pid but another start time: a crashed run whose pid this process happens to have.
+    await writeFile(`${dataDir}/tmp/${process.pid}.${Number(ownStart) + 1}-earlier-run`, "an upload of a dead run");
 
     const s2 = await LmdbBlobStore.open({ dataDir, inlineMaxBytes: 1024 });
     expect(await s2.findMissing([a.digest, b.digest, c.digest])).toEqual([a.digest, b.digest]);
-    expect(await readdir(`${dataDir}/tmp`)).toEqual([`${process.pid}-mine`]);
+    expect(await readdir(`${dataDir}/tmp`)).toEqual([`${process.pid}.${ownStart}-mine`]);
     expect(await s2.get(c.digest)).toEqual(c.data);
     await s2.close();
   });
