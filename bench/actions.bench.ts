@@ -19,7 +19,7 @@
 import { copyFileSync, linkSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ClosureResolver, actionSandboxSpec, ensureClosureView, runSandboxed } from "../sandbox/mod";
+import { ClosureResolver, actionSandboxSpec, ensureClosureView, runSandboxed, toBwrapArgs } from "../sandbox/mod";
 import type { Closure } from "../sandbox/spec";
 import type { Digest } from "../src/digest/digest";
 import { toWire } from "../src/digest/digest";
@@ -65,6 +65,19 @@ async function sandboxedRun(view: string, dir: string): Promise<number> {
   });
 }
 
+/**
+ * The same sandbox started by bwrap alone (same argv, no seccomp filter, no
+ * pids cgroup, no status pipe, no output pumping): the floor that kernel
+ * namespaces set on this machine, so the figures can show what lre adds.
+ */
+async function bwrapAloneRun(view: string, dir: string): Promise<number> {
+  const argv = ["bwrap", ...toBwrapArgs(actionSandboxSpec({ closureView: view, inputRoot: dir, argv: [TRUE], env: {} }))];
+  return timeMs(async () => {
+    const p = Bun.spawn(argv, { stdio: ["ignore", "ignore", "ignore"] });
+    if ((await p.exited) !== 0) throw new Error("bwrap alone: `true` failed");
+  });
+}
+
 const resolver = new ClosureResolver();
 const sizes = [1, 100, 1000];
 const runsPerSize = quick ? 5 : 200;
@@ -90,9 +103,11 @@ for (const size of sizes) {
   }
   const bare: number[] = [];
   const boxed: number[] = [];
+  const alone: number[] = [];
   for (let i = 0; i < runsPerSize; i++) {
     bare.push(await bareSpawn());
     boxed.push(await sandboxedRun(view, dir));
+    alone.push(await bwrapAloneRun(view, dir));
   }
   const bareMed = median(bare);
   const overhead = median(boxed) - bareMed;
@@ -106,6 +121,18 @@ for (const size of sizes) {
     unit: "ms",
     baseline: { name: "bare spawn p90", value: percentile(bare, 90) },
     goal: { op: "<=", target: 5, of: "value" },
+  });
+  figures.push({
+    name: `bwrap alone (same isolation) above bare spawn p50, closure ${size}`,
+    value: median(alone) - bareMed,
+    unit: "ms",
+    baseline: base,
+  });
+  figures.push({
+    name: `lre sandbox above bwrap alone p50, closure ${size}`,
+    value: median(boxed) - median(alone),
+    unit: "ms",
+    baseline: { name: "bwrap alone", value: median(alone) },
   });
   figures.push({ name: `closure view first build, closure ${size}`, value: firstBuild, unit: "ms", baseline: base });
   figures.push({ name: `closure resolve + view lookup, closure ${size}`, value: median(lookups), unit: "ms", baseline: base, goal: { op: "<=", target: 0.5, of: "value" } });
@@ -123,20 +150,30 @@ figures.push({
 const CLIENTS = 4;
 const ACTIONS = quick ? 16 : 1200;
 
-/** Bare spawns of `true` at CLIENTS-way concurrency, per second. */
-async function bareRate(total: number): Promise<number> {
+/** Spawns of `argv` at CLIENTS-way concurrency, per second. */
+async function spawnRate(argv: readonly string[], total: number): Promise<number> {
   let next = 0;
   const start = Bun.nanoseconds();
   await Promise.all(
     Array.from({ length: CLIENTS }, async () => {
       while (next++ < total) {
-        const p = Bun.spawn([TRUE], { stdio: ["ignore", "ignore", "ignore"] });
-        await p.exited;
+        const p = Bun.spawn([...argv], { stdio: ["ignore", "ignore", "ignore"] });
+        if ((await p.exited) !== 0) throw new Error(`${argv[0]} failed`);
       }
     }),
   );
   return total / ((Bun.nanoseconds() - start) / 1e9);
 }
+
+const bareRate = (total: number): Promise<number> => spawnRate([TRUE], total);
+
+// What the executor's sandbox costs with nothing of lre around it: the ceiling
+// for Execute throughput on this kernel (namespace setup and teardown dominate).
+const rateView = await ensureClosureView(resolver.resolve([nix.busybox]), { viewsDir });
+const rateRoot = join(work, "rate-root");
+mkdirSync(rateRoot, { recursive: true });
+const bwrapAloneArgv = ["bwrap", ...toBwrapArgs(actionSandboxSpec({ closureView: rateView, inputRoot: rateRoot, argv: [TRUE], env: {} }))];
+const bwrapRate = (total: number): Promise<number> => spawnRate(bwrapAloneArgv, total);
 
 async function uploadAll(c: ReapiClients, blobs: readonly Uint8Array[]): Promise<Digest[]> {
   const digests = blobs.map((b) => digestOf("sha256", b));
@@ -194,9 +231,11 @@ try {
   const rounds = quick ? 1 : 3;
   const lreRates: number[] = [];
   const bareRates: number[] = [];
+  const bwrapRates: number[] = [];
   for (let r = 0; r < rounds; r++) {
     lreRates.push(await runBatch(ACTIONS / rounds, `run-${Date.now()}-${r}`));
     bareRates.push(await bareRate(ACTIONS / rounds));
+    bwrapRates.push(await bwrapRate(ACTIONS / rounds));
   }
   figures.push({
     name: `Execute trivial actions, ${CLIENTS} clients`,
@@ -204,6 +243,12 @@ try {
     unit: "actions/s",
     baseline: { name: "bare spawn", value: median(bareRates) },
     goal: { op: ">=", target: 400, of: "value" },
+  });
+  figures.push({
+    name: `Execute trivial actions vs bwrap alone, ${CLIENTS} at a time`,
+    value: median(lreRates),
+    unit: "actions/s",
+    baseline: { name: "bwrap alone (same isolation)", value: median(bwrapRates) },
   });
   for (const c of clients) c.close();
 } finally {
