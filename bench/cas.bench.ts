@@ -17,15 +17,15 @@
  * A ByteStream Read that exceeds its deadline is counted as a stall (a known
  * bug with reads of ≥ 2 MiB is being fixed separately) rather than hanging.
  */
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Digest, toWire } from "../src/digest/digest";
 import { createHasher, digestOf } from "../src/digest/hasher";
-import { ReadRequest, WriteRequest } from "../src/proto/google/bytestream/bytestream";
 import { openStorage } from "../src/storage/open-storage";
-import { createClients, grpc, type ReapiClients } from "../test/support/grpc-client";
+import { createClients, type ReapiClients } from "../test/support/grpc-client";
 import { startLre } from "../test/support/lre-server";
+import { streamRead, streamWrite, vmHwmMiB } from "../test/support/bytestream-streams";
 import { type Figure, formatTable, isQuick, median, medianOf, writeResult } from "./lib/harness";
 import { startRawCopyPeer } from "./lib/raw-unix-copy";
 import { syntheticBlob } from "./lib/synthetic-blob";
@@ -44,80 +44,18 @@ const stalls: string[] = [];
 
 // --- helpers -----------------------------------------------------------------
 
-/** Resolves when the stream may take more, or settles on error/close so a dead call cannot hang the loop. */
-function drained(call: grpc.ClientWritableStream<WriteRequest>): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      call.off("drain", done);
-      call.off("error", done);
-      call.off("close", done);
-      resolve();
-    };
-    call.on("drain", done);
-    call.on("error", done);
-    call.on("close", done);
-  });
-}
-
-/** ByteStream Write of `chunks` with backpressure; resolves with seconds taken. */
-function grpcWrite(c: ReapiClients, d: Digest, chunks: Iterable<Uint8Array>, deadlineMs: number): Promise<number> {
-  const start = Bun.nanoseconds();
-  return new Promise((resolve, reject) => {
-    let failed = false;
-    const call = c.bytestream.write(new grpc.Metadata(), { deadline: Date.now() + deadlineMs }, (err, res) => {
-      if (err !== null) {
-        failed = true;
-        reject(err);
-      } else if (res.committedSize !== d.sizeBytes) reject(new Error(`Write committed ${res.committedSize} of ${d.sizeBytes} bytes`));
-      else resolve((Bun.nanoseconds() - start) / 1e9);
-    });
-    void (async () => {
-      const name = `uploads/${crypto.randomUUID()}/blobs/${d.hash}/${d.sizeBytes}`;
-      let at = 0;
-      for (const data of chunks) {
-        if (failed) return;
-        const ok = call.write(
-          WriteRequest.fromPartial({ resourceName: at === 0 ? name : "", writeOffset: at, data: Buffer.from(data.buffer, data.byteOffset, data.byteLength), finishWrite: at + data.byteLength === d.sizeBytes }),
-        );
-        at += data.byteLength;
-        if (!ok) await drained(call);
-      }
-      call.end();
-    })();
-  });
-}
-
 /** ByteStream Read to the end under a deadline; resolves with seconds taken, or undefined on a stall. */
-function grpcRead(c: ReapiClients, d: Digest, deadlineMs: number): Promise<number | undefined> {
-  const start = Bun.nanoseconds();
-  return new Promise((resolve, reject) => {
-    let got = 0;
-    const stream = c.bytestream.read(ReadRequest.fromPartial({ resourceName: `blobs/${d.hash}/${d.sizeBytes}` }), new grpc.Metadata(), {
-      deadline: Date.now() + deadlineMs,
-    });
-    stream.on("data", (m: { data: Uint8Array }) => (got += m.data.byteLength));
-    stream.on("error", (err: grpc.ServiceError) => {
-      if (err.code === grpc.status.DEADLINE_EXCEEDED) {
-        stalls.push(`Read of ${d.sizeBytes} B stalled after ${got} B (deadline ${deadlineMs} ms)`);
-        resolve(undefined);
-      } else reject(err);
-    });
-    stream.on("end", () => {
-      if (got !== d.sizeBytes) reject(new Error(`Read returned ${got} of ${d.sizeBytes} bytes`));
-      else resolve((Bun.nanoseconds() - start) / 1e9);
-    });
-  });
+async function grpcRead(c: ReapiClients, d: Digest, deadlineMs: number): Promise<number | undefined> {
+  const r = await streamRead(c, d, deadlineMs);
+  if (r.seconds === undefined) stalls.push(`Read of ${d.sizeBytes} B stalled after ${r.bytes} B (deadline ${deadlineMs} ms)`);
+  return r.seconds;
 }
+
+const grpcWrite = streamWrite;
 
 /** Generous: a healthy stream at 20 MiB/s still finishes. */
 const deadlineFor = (bytes: number): number => Math.max(30_000, (bytes / (20 * MiB)) * 1000);
 
-function vmHwmMiB(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("VmHWM:"));
-  const kib = Number(line?.replace(/\D+/g, ""));
-  if (!Number.isFinite(kib)) throw new Error(`no VmHWM in /proc/${pid}/status`);
-  return kib / KiB;
-}
 
 function opensslSha256MiBs(bytes: number): number {
   const out = Bun.spawnSync(["openssl", "speed", "-mr", "-elapsed", "-seconds", quick ? "1" : "3", "-bytes", String(bytes), "-evp", "sha256"], {
