@@ -1,5 +1,6 @@
 import type { Clock } from "../clock";
 import { systemClock } from "../clock";
+import { formatDuration } from "../config/duration";
 import type { Digest } from "../digest/digest";
 import { digestKey, formatDigest } from "../digest/digest";
 import { RpcError } from "../errors";
@@ -153,8 +154,8 @@ export class SizeBoundedBlobStore extends ForwardingBlobStore {
         if (this.storedBytes + this.reservedBytes + size > this.maxBytes) {
           throw RpcError.resourceExhausted(
             `the CAS is full (${this.storedBytes} bytes stored, ${this.reservedBytes} being uploaded, maxBytes ${this.maxBytes}) ` +
-              `and every remaining blob was used within the last ${Math.round(this.protectMs / 60000)} min; ` +
-              `retry later or raise maxBytes`,
+              `and every remaining blob was used within the last ${formatDuration(this.protectMs)}; ` +
+              `retry later, raise maxBytes (lre serve --max-cache-size) or shorten the protection window (--protect-for)`,
           );
         }
       }

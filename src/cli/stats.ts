@@ -2,19 +2,19 @@ import { defaultMaxCacheBytes } from "../config/defaults";
 import { formatSize } from "../config/size";
 import { CliError, messageOf } from "./cli-error";
 import { type ExecutorStatus, readExecutorStatus } from "./executor-status";
-import type { Backend, Storage, StorageStats } from "./contracts";
+import type { Backend, Storage, StorageOptions, StorageStats } from "./contracts";
 import { formatUpstreamStatus, readUpstreamStatus } from "../upstream/upstream-status";
 
 /**
  * Opens the store of `dataDir` beside a running server or without one (LMDB
  * allows several processes on one environment).
  */
-export async function withStorage<T>(backend: Backend, dataDir: string, maxBytes: number, use: (s: Storage) => Promise<T>): Promise<T> {
+export async function withStorage<T>(backend: Backend, options: StorageOptions, use: (s: Storage) => Promise<T>): Promise<T> {
   let storage: Storage;
   try {
-    storage = await backend.openStorage({ dataDir, maxBytes });
+    storage = await backend.openStorage(options);
   } catch (err) {
-    throw new CliError(`cannot open the store in data dir "${dataDir}": ${messageOf(err)}`);
+    throw new CliError(`cannot open the store in data dir "${options.dataDir}": ${messageOf(err)}`);
   }
   try {
     return await use(storage);
@@ -24,7 +24,7 @@ export async function withStorage<T>(backend: Backend, dataDir: string, maxBytes
 }
 
 export async function runStats(backend: Backend, dataDir: string, json: boolean, out: (text: string) => void): Promise<number> {
-  const stats = await withStorage(backend, dataDir, defaultMaxCacheBytes(dataDir), (s) => s.stats());
+  const stats = await withStorage(backend, { dataDir, maxBytes: defaultMaxCacheBytes(dataDir) }, (s) => s.stats());
   const executor = readExecutorStatus(dataDir);
   const upstream = readUpstreamStatus(dataDir);
   const upstreamLine = upstream === undefined ? "" : `upstream        ${formatUpstreamStatus(upstream)}\n`;
