@@ -172,7 +172,17 @@ export const GC: CommandSpec = {
 export const STATS: CommandSpec = {
   name: "stats",
   summary: "show cache size, blob and action-cache counts, hit rate, and the running executor's queue",
-  flags: [dataDirFlag, { name: "json", kind: "bool", help: "print one JSON object instead of text" }],
+  flags: [
+    dataDirFlag,
+    {
+      name: "max-cache-size",
+      kind: "size",
+      metavar: "SIZE",
+      help: "cache limit to report the size against",
+      defaultText: "the --max-cache-size of the last lre serve on this data dir",
+    },
+    { name: "json", kind: "bool", help: "print one JSON object instead of text (maxBytes null when no limit is known)" },
+  ],
 };
 
 export const EXPORT: CommandSpec = {

@@ -74,8 +74,10 @@ export async function runCli(argv: readonly string[], backend: Backend = lreBack
         const protectMs = flags.number("protect-for");
         return await runGc(backend, { dataDir: dataDirFrom(flags, env), targetBytes: to, ...(protectMs === undefined ? {} : { protectMs }) }, out);
       }
-      case "stats":
-        return await runStats(backend, dataDirFrom(flags, env), flags.bool("json"), out);
+      case "stats": {
+        const maxBytes = flags.number("max-cache-size");
+        return await runStats(backend, { dataDir: dataDirFrom(flags, env), json: flags.bool("json"), ...(maxBytes === undefined ? {} : { maxBytes }) }, out);
+      }
       case "export":
         return await runExport(backend, parsed.operands, flags, env, out);
       case "import":

@@ -33,7 +33,7 @@ export async function runServe(cfg: ServeConfig, backend: Backend, io: ServeIo):
 
   let storage: Storage;
   try {
-    storage = await backend.openStorage({ dataDir: cfg.dataDir, maxBytes: cfg.maxCacheBytes, protectMs: cfg.protectMs });
+    storage = await backend.openStorage({ dataDir: cfg.dataDir, maxBytes: cfg.maxCacheBytes, protectMs: cfg.protectMs, serving: true });
   } catch (err) {
     throw new CliError(`cannot open the store in data dir "${cfg.dataDir}": ${messageOf(err)}`);
   }

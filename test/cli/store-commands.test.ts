@@ -5,6 +5,7 @@ import { digestOf } from "../../src/digest/hasher";
 import { GrpcCode } from "../../src/errors";
 import { openStorage } from "../../src/storage/open-storage";
 import {
+  ActionResult,
   type BatchUpdateBlobsResponse,
   ContentAddressableStorageClient,
 } from "../../src/proto/build/bazel/remote/execution/v2/remote_execution";
@@ -36,7 +37,7 @@ describe("lre stats and lre gc", () => {
     const d = tempDir();
     const sock = join(d, "lre.sock");
     const dataDir = join(d, "data");
-    const server = await startServe(["--socket", sock, "--data-dir", dataDir, "--jobs", "3"]);
+    const server = await startServe(["--socket", sock, "--data-dir", dataDir, "--jobs", "3", "--max-cache-size", "3GiB"]);
     try {
       await putBlob(sock, Buffer.from("twelve bytes"));
 
@@ -46,12 +47,14 @@ describe("lre stats and lre gc", () => {
         dataDir,
         blobs: 1,
         bytes: 12,
+        maxBytes: 3 * 1024 ** 3,
         executor: { jobs: 3, running: 0, queued: 0, done: 0, pid: server.proc.pid },
       });
 
       const text = await lre(["stats", "--data-dir", dataDir]);
       expect(text.stdout).toContain(`data dir        ${dataDir}`);
-      expect(text.stdout).toMatch(/^cas +1 blobs, 12 B of /m);
+      // The server's --max-cache-size, not the default stats would pick for itself.
+      expect(text.stdout).toContain("cas             1 blobs, 12 B of 3 GiB\n");
       expect(text.stdout).toMatch(/^executor +0 of 3 jobs running, 0 queued, 0 done/m);
 
       // A target above the cache's size evicts nothing.
@@ -62,8 +65,33 @@ describe("lre stats and lre gc", () => {
       expect(await stop(server)).toBe(0);
     }
     const after = await lre(["stats", "--data-dir", dataDir, "--json"]);
-    expect(JSON.parse(after.stdout)).toMatchObject({ blobs: 1, bytes: 12, executor: null });
+    expect(JSON.parse(after.stdout)).toMatchObject({ blobs: 1, bytes: 12, maxBytes: 3 * 1024 ** 3, executor: null });
     expect((await lre(["stats", "--data-dir", dataDir])).stdout).toContain("executor        no server running on this data dir");
+  });
+
+  test("stats of a data dir no server has run on: no limit unless --max-cache-size, and action results by origin", async () => {
+    const dataDir = join(tempDir(), "data");
+    const storage = await openStorage({ dataDir, maxBytes: 1 << 30 });
+    const result = ActionResult.fromPartial({ exitCode: 0 });
+    const action = (text: string) => digestOf("sha256", Buffer.from(text));
+    await storage.ac.put("", action("compile"), { result, origin: "sandbox" });
+    await storage.ac.put("", action("link"), { result, origin: "sandbox" });
+    await storage.ac.put("", action("test"), { result, origin: "client" });
+    await storage.close();
+
+    const text = await lre(["stats", "--data-dir", dataDir]);
+    expect(text.exitCode).toBe(0);
+    expect(text.stdout).toContain("cas             0 blobs, 0 B (no limit recorded)\n");
+    expect(text.stdout).toContain("action cache    3 entries (2 run by lre, 1 uploaded by clients)\n");
+    expect(JSON.parse((await lre(["stats", "--data-dir", dataDir, "--json"])).stdout)).toMatchObject({
+      maxBytes: null,
+      acEntries: 3,
+      acFromSandbox: 2,
+      acFromClients: 1,
+    });
+
+    const given = await lre(["stats", "--data-dir", dataDir, "--max-cache-size", "20GiB"]);
+    expect(given.stdout).toContain("cas             0 blobs, 0 B of 20 GiB\n");
   });
 
   test("gc keeps blobs used within --protect-for (3h by default); --protect-for 0 evicts them", async () => {
