@@ -1,10 +1,11 @@
 import type { Clock } from "../clock";
 import { systemClock } from "../clock";
+import { formatDuration } from "../config/duration";
 import type { Digest } from "../digest/digest";
 import { digestKey, formatDigest } from "../digest/digest";
 import { RpcError } from "../errors";
 import type { BlobStore, BlobWriter } from "./blob-store";
-import { writeFinished } from "./checks";
+import { checkSize, writeFinished } from "./checks";
 import { KeyedMutex } from "./keyed-mutex";
 import { ForwardingBlobStore } from "./forwarding-blob-store";
 
@@ -82,6 +83,12 @@ export class SizeBoundedBlobStore extends ForwardingBlobStore {
   }
 
   override async put(digest: Digest, data: Uint8Array): Promise<void> {
+    // A blob already stored takes no more room, so re-uploading it must not
+    // fail RESOURCE_EXHAUSTED when the store is full of protected blobs.
+    const stored = await this.ifStored(digest, async () => {
+      checkSize(digest, data.byteLength);
+    });
+    if (stored) return;
     await this.reserve(digest);
     try {
       await this.publish(digest, () => this.base.put(digest, data));
@@ -91,6 +98,13 @@ export class SizeBoundedBlobStore extends ForwardingBlobStore {
   }
 
   override async beginWrite(digest: Digest): Promise<BlobWriter> {
+    await this.ready;
+    if (digest.sizeBytes > 0 && (await this.base.findMissing([digest])).length === 0) {
+      // Unreserved: the blob needs no room unless it is evicted before commit,
+      // and then commit reserves (commitUnreserved).
+      const inner = await this.base.beginWrite(digest);
+      return new ReservedWriter(inner, () => this.commitUnreserved(digest, inner), () => undefined);
+    }
     await this.reserve(digest);
     let inner: BlobWriter;
     try {
@@ -140,8 +154,8 @@ export class SizeBoundedBlobStore extends ForwardingBlobStore {
         if (this.storedBytes + this.reservedBytes + size > this.maxBytes) {
           throw RpcError.resourceExhausted(
             `the CAS is full (${this.storedBytes} bytes stored, ${this.reservedBytes} being uploaded, maxBytes ${this.maxBytes}) ` +
-              `and every remaining blob was used within the last ${Math.round(this.protectMs / 60000)} min; ` +
-              `retry later or raise maxBytes`,
+              `and every remaining blob was used within the last ${formatDuration(this.protectMs)}; ` +
+              `retry later, raise maxBytes (lre serve --max-cache-size) or shorten the protection window (--protect-for)`,
           );
         }
       }
@@ -151,6 +165,46 @@ export class SizeBoundedBlobStore extends ForwardingBlobStore {
 
   private release(size: number): void {
     if (size > 0) this.reservedBytes -= size;
+  }
+
+  /**
+   * Runs `done` under the digest's lock if the blob is stored, so eviction
+   * cannot remove it meanwhile; true if it was. The presence check is a
+   * FindMissing hit, which records a use: a re-upload keeps the blob alive as
+   * long as any other use would.
+   */
+  private async ifStored(digest: Digest, done: () => Promise<void>): Promise<boolean> {
+    await this.ready;
+    return this.keys.run(digestKey(digest), async () => {
+      if ((await this.base.findMissing([digest])).length > 0) return false;
+      await done();
+      return true;
+    });
+  }
+
+  /**
+   * Commit of an upload that began while its blob was stored. If it still is,
+   * the duplicate bytes are dropped (the stored ones are the same blob);
+   * if it has been evicted since, it needs room like any new blob.
+   */
+  private async commitUnreserved(digest: Digest, inner: BlobWriter): Promise<void> {
+    const stored = await this.ifStored(digest, async () => {
+      const written = inner.bytesWritten;
+      await inner.abort();
+      checkSize(digest, written);
+    });
+    if (stored) return;
+    try {
+      await this.reserve(digest);
+    } catch (err) {
+      await inner.abort();
+      throw err;
+    }
+    try {
+      await this.publish(digest, () => inner.commit());
+    } finally {
+      this.release(digest.sizeBytes);
+    }
   }
 
   /** Runs the base write under the digest's lock and counts the blob if it is new. */

@@ -6,7 +6,9 @@ import {
   DEFAULT_GRACE_SECONDS,
   MAX_ACTION_TIMEOUT_SECONDS,
 } from "../config/defaults";
+import { formatDuration, parseDuration } from "../config/duration";
 import { formatSize, parseSize } from "../config/size";
+import { DEFAULT_PROTECT_MS } from "../cas/size-bounded-blob-store";
 import { DIGEST_FUNCTIONS } from "../digest/digest";
 import type { CommandSpec, FlagSpec, FlagValue } from "./parse-args";
 
@@ -29,6 +31,15 @@ const dataDirFlag: FlagSpec = {
 };
 
 const digestChoices = [...DIGEST_FUNCTIONS];
+
+/**
+ * The eviction protection window. Bazel's build without the bytes and Buck2
+ * assume a blob they saw survives 3 h after its last use (reliability-targets
+ * §4), so this is a flag to lengthen or, knowingly, shorten that promise.
+ */
+function protectForFlag(help: string): FlagSpec {
+  return { name: "protect-for", kind: "duration", metavar: "DURATION", help, defaultText: formatDuration(DEFAULT_PROTECT_MS) };
+}
 
 export const SERVE: CommandSpec = {
   name: "serve",
@@ -64,6 +75,9 @@ export const SERVE: CommandSpec = {
       help: "evict least recently used blobs beyond this size, e.g. 20GiB or 500MB (K/M/G/T and KiB.. are powers of 1024, KB/MB/GB/TB of 1000)",
       defaultText: `${DEFAULT_CACHE_FREE_FRACTION * 100}% of the free space on the data dir's filesystem, at most ${formatSize(DEFAULT_CACHE_CAP_BYTES)}`,
     },
+    protectForFlag(
+      "never evict a blob used within DURATION, e.g. 3h, 90m, 1d, or 0 to evict by last use alone. Bazel (build without the bytes) and Buck2 assume a blob lives 3h after they last saw it; a shorter window can fail their builds with missing blobs, and when only protected blobs are left, uploads fail RESOURCE_EXHAUSTED until one ages out",
+    ),
     {
       name: "digest-function",
       kind: "choice",
@@ -148,13 +162,27 @@ export const DOCTOR: CommandSpec = {
 export const GC: CommandSpec = {
   name: "gc",
   summary: "evict least recently used blobs until the cache is at most SIZE",
-  flags: [{ name: "to", kind: "size", metavar: "SIZE", help: "target size of the cache, e.g. 10GiB (required)" }, dataDirFlag],
+  flags: [
+    { name: "to", kind: "size", metavar: "SIZE", help: "target size of the cache, e.g. 10GiB (required); missed if only protected blobs remain" },
+    protectForFlag("keep blobs used within DURATION even if that misses --to; 0 evicts by last use alone (see lre serve --protect-for)"),
+    dataDirFlag,
+  ],
 };
 
 export const STATS: CommandSpec = {
   name: "stats",
   summary: "show cache size, blob and action-cache counts, hit rate, and the running executor's queue",
-  flags: [dataDirFlag, { name: "json", kind: "bool", help: "print one JSON object instead of text" }],
+  flags: [
+    dataDirFlag,
+    {
+      name: "max-cache-size",
+      kind: "size",
+      metavar: "SIZE",
+      help: "cache limit to report the size against",
+      defaultText: "the --max-cache-size of the last lre serve on this data dir",
+    },
+    { name: "json", kind: "bool", help: "print one JSON object instead of text (maxBytes null when no limit is known)" },
+  ],
 };
 
 export const EXPORT: CommandSpec = {
@@ -192,6 +220,7 @@ export const IMPORT: CommandSpec = {
       help: "cache size to respect while adding blobs; give the running server's --max-cache-size",
       defaultText: "as for lre serve",
     },
+    protectForFlag("blobs used within DURATION are never evicted to make room; give the running server's --protect-for"),
   ],
 };
 
@@ -262,6 +291,8 @@ export function convertFlag(spec: FlagSpec, raw: string): FlagValue {
       if (!/^\d+(\.\d+)?$/.test(raw)) throw new RangeError(`"${raw}" is not a number of seconds`);
       return Number(raw);
     }
+    case "duration":
+      return parseDuration(raw, { allowZero: true });
     case "host-port":
       return parseHostPort(raw);
     case "choice":

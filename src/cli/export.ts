@@ -4,6 +4,7 @@ import { LmdbActionCache } from "../ac/lmdb-action-cache";
 import { exportBundle } from "../bundle/export-bundle";
 import type { Selection } from "../bundle/select";
 import { defaultMaxCacheBytes, type Environment } from "../config/defaults";
+import { parseDuration } from "../config/duration";
 import { formatSize } from "../config/size";
 import type { DigestFn } from "../digest/digest";
 import { CliError, messageOf } from "./cli-error";
@@ -12,19 +13,6 @@ import { type ParsedFlags, UsageError } from "./parse-args";
 import { dataDirFrom } from "./serve-config";
 import { withStorage } from "./stats";
 import { versionLine } from "./version";
-
-const UNIT_MS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
-
-/** `30m`, `2h`, `7d`, `1w`, or a sum such as `1h30m`; milliseconds. */
-export function parseDuration(text: string): number {
-  if (!/^(\d+(\.\d+)?[smhdw])+$/.test(text)) {
-    throw new RangeError(`"${text}" is not a duration such as 30m, 2h, 7d or 1h30m (units s, m, h, d, w)`);
-  }
-  let ms = 0;
-  for (const [, n, unit] of text.matchAll(/(\d+(?:\.\d+)?)([smhdw])/g)) ms += Number(n) * (UNIT_MS[unit as string] ?? 0);
-  if (ms <= 0) throw new RangeError(`duration "${text}" must be more than zero`);
-  return ms;
-}
 
 /** `HASH/SIZE`, also with a leading `sha256/` or `blake3/` (the form lre prints in logs). */
 export function parseActionDigest(text: string): Extract<Selection, { kind: "action" }> {
@@ -65,7 +53,7 @@ export async function runExport(
   if (!existsSync(join(dataDir, "lmdb"))) {
     throw new CliError(`data dir "${dataDir}" holds no lre store; give the one lre serve uses with --data-dir`);
   }
-  const summary = await withStorage(backend, dataDir, defaultMaxCacheBytes(dataDir), async (storage) => {
+  const summary = await withStorage(backend, { dataDir, maxBytes: defaultMaxCacheBytes(dataDir) }, async (storage) => {
     const ac = await LmdbActionCache.open({ dataDir });
     try {
       return await exportBundle(file, { cas: storage.cas, actionResults: () => ac.entries() }, { selection, nowMs, writer: versionLine() });

@@ -21,7 +21,9 @@ export async function runImport(
   const file = singleFile(operands, "import");
   const dataDir = dataDirFrom(flags, e);
   const maxBytes = flags.number("max-cache-size") ?? defaultMaxCacheBytes(dataDir);
-  const s = await withStorage(backend, dataDir, maxBytes, async (storage) => {
+  const protectMs = flags.number("protect-for");
+  const options = { dataDir, maxBytes, ...(protectMs === undefined ? {} : { protectMs }) };
+  const s = await withStorage(backend, options, async (storage) => {
     const ac = await LmdbActionCache.open({ dataDir });
     try {
       return await importBundle(file, { cas: storage.cas, ac });

@@ -4,7 +4,7 @@
  * three cannot drift apart.
  */
 
-export type FlagKind = "bool" | "string" | "size" | "int" | "seconds" | "host-port" | "choice" | "assignment";
+export type FlagKind = "bool" | "string" | "size" | "int" | "seconds" | "duration" | "host-port" | "choice" | "assignment";
 
 export interface FlagSpec {
   /** Long name without dashes. */

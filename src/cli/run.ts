@@ -71,10 +71,13 @@ export async function runCli(argv: readonly string[], backend: Backend = lreBack
       case "gc": {
         const to = flags.number("to");
         if (to === undefined) throw new UsageError('"lre gc" needs --to SIZE, e.g. --to 10GiB', "gc");
-        return await runGc(backend, dataDirFrom(flags, env), to, out);
+        const protectMs = flags.number("protect-for");
+        return await runGc(backend, { dataDir: dataDirFrom(flags, env), targetBytes: to, ...(protectMs === undefined ? {} : { protectMs }) }, out);
       }
-      case "stats":
-        return await runStats(backend, dataDirFrom(flags, env), flags.bool("json"), out);
+      case "stats": {
+        const maxBytes = flags.number("max-cache-size");
+        return await runStats(backend, { dataDir: dataDirFrom(flags, env), json: flags.bool("json"), ...(maxBytes === undefined ? {} : { maxBytes }) }, out);
+      }
       case "export":
         return await runExport(backend, parsed.operands, flags, env, out);
       case "import":

@@ -10,6 +10,7 @@ import {
   defaultSocketPath,
   type Environment,
 } from "../config/defaults";
+import { DEFAULT_PROTECT_MS } from "../cas/size-bounded-blob-store";
 import type { DigestFn } from "../digest/digest";
 import { parseInstanceName } from "../digest/instance-name";
 import { type ExecuteUpstreamMode, type UpstreamConfig, parseUpstreamUrl } from "../upstream/upstream-config";
@@ -56,6 +57,7 @@ export function serveConfigFrom(flags: ParsedFlags, e: Environment): ServeConfig
     ...(tcp === undefined ? {} : { tcp }),
     tcpSecurity,
     maxCacheBytes: flags.number("max-cache-size") ?? defaultMaxCacheBytes(dataDir),
+    protectMs: flags.number("protect-for") ?? DEFAULT_PROTECT_MS,
     logLevel: (flags.string("log-level") ?? "info") as LogLevel,
     digestFunction: (flags.string("digest-function") ?? "sha256") as DigestFn,
     instanceDigestFunctions,

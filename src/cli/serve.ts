@@ -1,4 +1,5 @@
 import type { ServeConfig } from "../config/config";
+import { formatDuration } from "../config/duration";
 import { formatSize } from "../config/size";
 import { CliError, messageOf } from "./cli-error";
 import type { Backend, RunningServer, Storage } from "./contracts";
@@ -32,7 +33,7 @@ export async function runServe(cfg: ServeConfig, backend: Backend, io: ServeIo):
 
   let storage: Storage;
   try {
-    storage = await backend.openStorage({ dataDir: cfg.dataDir, maxBytes: cfg.maxCacheBytes });
+    storage = await backend.openStorage({ dataDir: cfg.dataDir, maxBytes: cfg.maxCacheBytes, protectMs: cfg.protectMs, serving: true });
   } catch (err) {
     throw new CliError(`cannot open the store in data dir "${cfg.dataDir}": ${messageOf(err)}`);
   }
@@ -90,7 +91,7 @@ export async function runServe(cfg: ServeConfig, backend: Backend, io: ServeIo):
   if (cfg.upstream !== undefined) log.info(`fronting upstream ${cfg.upstream.url} (execute ${cfg.upstream.execute})`);
   io.stdout(`lre listening on ${endpoints.join(" and ")}, data dir ${cfg.dataDir}`);
   log.debug(
-    `cache limit ${formatSize(cfg.maxCacheBytes)}, ${cfg.exec.enabled ? `execution on, ${cfg.exec.jobs} jobs` : "execution off"}, default digest ${cfg.digestFunction}`,
+    `cache limit ${formatSize(cfg.maxCacheBytes)}, blobs used within ${formatDuration(cfg.protectMs)} protected, ${cfg.exec.enabled ? `execution on, ${cfg.exec.jobs} jobs` : "execution off"}, default digest ${cfg.digestFunction}`,
   );
 
   const signal = await stopRequested;

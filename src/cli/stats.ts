@@ -2,19 +2,19 @@ import { defaultMaxCacheBytes } from "../config/defaults";
 import { formatSize } from "../config/size";
 import { CliError, messageOf } from "./cli-error";
 import { type ExecutorStatus, readExecutorStatus } from "./executor-status";
-import type { Backend, Storage, StorageStats } from "./contracts";
+import type { Backend, Storage, StorageOptions, StorageStats } from "./contracts";
 import { formatUpstreamStatus, readUpstreamStatus } from "../upstream/upstream-status";
 
 /**
  * Opens the store of `dataDir` beside a running server or without one (LMDB
  * allows several processes on one environment).
  */
-export async function withStorage<T>(backend: Backend, dataDir: string, maxBytes: number, use: (s: Storage) => Promise<T>): Promise<T> {
+export async function withStorage<T>(backend: Backend, options: StorageOptions, use: (s: Storage) => Promise<T>): Promise<T> {
   let storage: Storage;
   try {
-    storage = await backend.openStorage({ dataDir, maxBytes });
+    storage = await backend.openStorage(options);
   } catch (err) {
-    throw new CliError(`cannot open the store in data dir "${dataDir}": ${messageOf(err)}`);
+    throw new CliError(`cannot open the store in data dir "${options.dataDir}": ${messageOf(err)}`);
   }
   try {
     return await use(storage);
@@ -23,21 +23,39 @@ export async function withStorage<T>(backend: Backend, dataDir: string, maxBytes
   }
 }
 
-export async function runStats(backend: Backend, dataDir: string, json: boolean, out: (text: string) => void): Promise<number> {
-  const stats = await withStorage(backend, dataDir, defaultMaxCacheBytes(dataDir), (s) => s.stats());
+export interface StatsOptions {
+  readonly dataDir: string;
+  readonly json: boolean;
+  /** --max-cache-size given to stats: the limit to report instead of the one lre serve recorded. */
+  readonly maxBytes?: number;
+}
+
+/**
+ * `lre stats`. The cache limit shown is the one the server enforces, which
+ * only the server knows: it records its --max-cache-size in the data dir when
+ * it starts. This process's own limit is a placeholder needed to open the store.
+ */
+export async function runStats(backend: Backend, o: StatsOptions, out: (text: string) => void): Promise<number> {
+  const { dataDir } = o;
+  const opened = await withStorage(backend, { dataDir, maxBytes: o.maxBytes ?? defaultMaxCacheBytes(dataDir) }, (s) => s.stats());
+  const { servedMaxBytes, maxBytes: _placeholder, ...rest } = opened;
+  const stats: ShownStats = { ...rest, maxBytes: o.maxBytes ?? servedMaxBytes };
   const executor = readExecutorStatus(dataDir);
   const upstream = readUpstreamStatus(dataDir);
   const upstreamLine = upstream === undefined ? "" : `upstream        ${formatUpstreamStatus(upstream)}\n`;
-  out(json ? JSON.stringify({ dataDir, ...stats, executor: executor ?? null, upstream: upstream ?? null }) + "\n" : formatStats(dataDir, stats, executor) + upstreamLine);
+  out(o.json ? JSON.stringify({ dataDir, ...stats, executor: executor ?? null, upstream: upstream ?? null }) + "\n" : formatStats(dataDir, stats, executor) + upstreamLine);
   return 0;
 }
 
-export function formatStats(dataDir: string, s: StorageStats, e?: ExecutorStatus): string {
+/** What `lre stats` shows: maxBytes is the limit in force, null when none is known. */
+export type ShownStats = Omit<StorageStats, "maxBytes" | "servedMaxBytes"> & { maxBytes: number | null };
+
+export function formatStats(dataDir: string, s: ShownStats, e?: ExecutorStatus): string {
   const lookups = s.acHits + s.acMisses;
   const hitRate = lookups === 0 ? "no lookups yet" : `${((100 * s.acHits) / lookups).toFixed(1)}% hit rate`;
   return [
     `data dir        ${dataDir}`,
-    `cas             ${s.blobs} blobs, ${formatSize(s.bytes)} of ${formatSize(s.maxBytes)}`,
+    `cas             ${s.blobs} blobs, ${formatSize(s.bytes)} ${s.maxBytes === null ? "(no limit recorded)" : `of ${formatSize(s.maxBytes)}`}`,
     `action cache    ${s.acEntries} entries (${s.acFromSandbox} run by lre, ${s.acFromClients} uploaded by clients)`,
     `lookups         ${s.acHits} hits, ${s.acMisses} misses (${hitRate})`,
     e === undefined

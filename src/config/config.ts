@@ -40,6 +40,8 @@ export interface ServeConfig {
   /** Empty without --tcp. */
   readonly tcpSecurity: TcpSecurityConfig;
   readonly maxCacheBytes: number;
+  /** Blobs used within this window are never evicted (--protect-for). */
+  readonly protectMs: number;
   readonly logLevel: LogLevel;
   /** For requests that do not name a digest function (Bazel < 6.4 speaks only SHA-256, Buck2 never names one). */
   readonly digestFunction: DigestFn;

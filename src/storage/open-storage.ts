@@ -17,12 +17,21 @@ export interface StorageOptions {
   protectMs?: number;
   clock?: Clock;
   inlineMaxBytes?: number;
+  /**
+   * This process is `lre serve`: its maxBytes is recorded in the data dir so
+   * `lre stats`, another process opening the store with a limit of its own,
+   * reports the limit the server enforces.
+   */
+  serving?: boolean;
 }
 
 export interface StorageStats {
   blobs: number;
   bytes: number;
+  /** The limit this process opened the store with. */
   maxBytes: number;
+  /** The limit of the last `lre serve` on this data dir, or null if none has recorded one. */
+  servedMaxBytes: number | null;
   acEntries: number;
   acFromSandbox: number;
   acFromClients: number;
@@ -45,6 +54,7 @@ export interface Storage {
 
 const HITS = "ac-hits";
 const MISSES = "ac-misses";
+const SERVED_MAX_BYTES = "served-max-bytes";
 const COUNTER_FLUSH_MS = 1000;
 
 /**
@@ -71,6 +81,7 @@ export async function openStorage(o: StorageOptions): Promise<Storage> {
     });
     await bounded.usage();
     const cas = new VerifyingBlobStore(new EmptyBlobStore(bounded));
+    if (o.serving === true) await env.meta.put(SERVED_MAX_BYTES, o.maxBytes);
     const acBase = await LmdbActionCache.open({ dataDir: o.dataDir });
     const ac = new CompletenessCheckingActionCache(acBase, cas);
     return new OpenStorage(env, lmdb, bounded, cas, acBase, ac);
@@ -118,6 +129,7 @@ class OpenStorage implements Storage {
       blobs,
       bytes,
       maxBytes: this.bounded.maxBytes,
+      servedMaxBytes: this.env.meta.get(SERVED_MAX_BYTES) ?? null,
       acEntries: sandbox + client,
       acFromSandbox: sandbox,
       acFromClients: client,

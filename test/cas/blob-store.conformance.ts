@@ -255,6 +255,23 @@ export function runBlobStoreConformance(
       expect(after.get(b.digest.hash)).toBe(t0 + 2000);
     });
 
+    test("a streamed read counts as a use, like get", async () => {
+      const small = blob("streamed small");
+      const large = bytesOf(2 * CHUNK_BYTES + 3, 17);
+      const ld = digestOf("sha256", large);
+      await store.put(small.digest, small.data);
+      await store.put(ld, large);
+      const t0 = clock.nowMs();
+      clock.advance(1000);
+      expect((await collect(await store.read(small.digest))).data).toEqual(small.data);
+      clock.advance(1000);
+      expect((await collect(await store.read(ld, CHUNK_BYTES))).data).toEqual(large.subarray(CHUNK_BYTES));
+      const seen = new Map<string, number>();
+      for await (const s of store.list()) seen.set(s.digest.hash, s.lastUsedMs);
+      expect(seen.get(small.digest.hash)).toBe(t0 + 1000);
+      expect(seen.get(ld.hash)).toBe(t0 + 2000);
+    });
+
     test("filePath, where offered, names a file holding exactly the blob", async () => {
       const data = bytesOf(2 * CHUNK_BYTES + 1, 13);
       const d = digestOf("sha256", data);

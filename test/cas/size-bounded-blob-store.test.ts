@@ -115,6 +115,65 @@ describe("SizeBoundedBlobStore", () => {
     expect(await present(store, a, b, c)).toEqual([false, true, true]);
   });
 
+  test("re-uploading a stored blob needs no room: it succeeds when every blob is protected, and counts as a use", async () => {
+    const clock = new ManualClock();
+    const store = bounded(100, clock, 3 * HOUR);
+    const [a, b, c] = [sized(50, 1), sized(50, 2), sized(50, 3)];
+    await store.put(a.digest, a.data);
+    clock.advance(HOUR);
+    await store.put(b.digest, b.data);
+    clock.advance(HOUR);
+    await expectCode(store.put(c.digest, c.data), GrpcCode.RESOURCE_EXHAUSTED);
+
+    await store.put(a.digest, a.data);
+    const w = await store.beginWrite(a.digest);
+    await w.write(a.data);
+    await w.commit();
+    expect(await store.usage()).toEqual({ blobs: 2, bytes: 100 });
+
+    // a was used last, so once both age out of the window b goes first.
+    clock.advance(3 * HOUR + 1);
+    await store.put(c.digest, c.data);
+    expect(await present(store, a, b, c)).toEqual([true, false, true]);
+  });
+
+  test("re-uploading a stored blob with the wrong length is still INVALID_ARGUMENT", async () => {
+    const clock = new ManualClock();
+    const store = bounded(100, clock);
+    const a = sized(50, 1);
+    await store.put(a.digest, a.data);
+    await expectCode(store.put(a.digest, a.data.subarray(1)), GrpcCode.INVALID_ARGUMENT);
+    const w = await store.beginWrite(a.digest);
+    await w.write(a.data.subarray(1));
+    await expectCode(w.commit(), GrpcCode.INVALID_ARGUMENT);
+    expect(await store.usage()).toEqual({ blobs: 1, bytes: 50 });
+  });
+
+  test("an upload that began while its blob was stored needs room at commit if the blob was evicted meanwhile", async () => {
+    const clock = new ManualClock();
+    const store = bounded(100, clock, HOUR);
+    const [a, b, c] = [sized(50, 1), sized(50, 2), sized(50, 3)];
+    await store.put(a.digest, a.data);
+    const w = await store.beginWrite(a.digest);
+    await w.write(a.data);
+    clock.advance(2 * HOUR);
+    await store.evictTo(0);
+    await store.put(b.digest, b.data);
+    await w.commit();
+    expect(await present(store, a, b)).toEqual([true, true]);
+    expect(await store.usage()).toEqual({ blobs: 2, bytes: 100 });
+
+    const late = await store.beginWrite(a.digest);
+    await late.write(a.data);
+    clock.advance(2 * HOUR);
+    await store.evictTo(0);
+    await store.put(b.digest, b.data);
+    await store.put(c.digest, c.data);
+    await expectCode(late.commit(), GrpcCode.RESOURCE_EXHAUSTED);
+    expect(await present(store, a, b, c)).toEqual([false, true, true]);
+    expect(await store.usage()).toEqual({ blobs: 2, bytes: 100 });
+  });
+
   test("a blob larger than maxBytes is RESOURCE_EXHAUSTED at once", async () => {
     const store = bounded(100, new ManualClock());
     const big = sized(101, 1);

@@ -2,13 +2,21 @@ import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { digestOf } from "../../src/digest/hasher";
+import { GrpcCode } from "../../src/errors";
+import { openStorage } from "../../src/storage/open-storage";
 import {
+  ActionResult,
   type BatchUpdateBlobsResponse,
   ContentAddressableStorageClient,
 } from "../../src/proto/build/bazel/remote/execution/v2/remote_execution";
 import { lre, startServe, stop, tempDir } from "./lre-process";
 
 async function putBlob(sock: string, data: Buffer): Promise<void> {
+  expect(await uploadStatus(sock, data)).toBe(0);
+}
+
+/** The gRPC status code BatchUpdateBlobs gives the one blob. */
+async function uploadStatus(sock: string, data: Buffer): Promise<number> {
   const client = new ContentAddressableStorageClient(`unix:${sock}`, grpc.credentials.createInsecure());
   const d = digestOf("sha256", data);
   try {
@@ -18,7 +26,7 @@ async function putBlob(sock: string, data: Buffer): Promise<void> {
         (err, r) => (err ? reject(err) : resolve(r)),
       ),
     );
-    expect(res.responses[0]?.status?.code ?? 0).toBe(0);
+    return res.responses[0]?.status?.code ?? 0;
   } finally {
     client.close();
   }
@@ -29,7 +37,7 @@ describe("lre stats and lre gc", () => {
     const d = tempDir();
     const sock = join(d, "lre.sock");
     const dataDir = join(d, "data");
-    const server = await startServe(["--socket", sock, "--data-dir", dataDir, "--jobs", "3"]);
+    const server = await startServe(["--socket", sock, "--data-dir", dataDir, "--jobs", "3", "--max-cache-size", "3GiB"]);
     try {
       await putBlob(sock, Buffer.from("twelve bytes"));
 
@@ -39,12 +47,14 @@ describe("lre stats and lre gc", () => {
         dataDir,
         blobs: 1,
         bytes: 12,
+        maxBytes: 3 * 1024 ** 3,
         executor: { jobs: 3, running: 0, queued: 0, done: 0, pid: server.proc.pid },
       });
 
       const text = await lre(["stats", "--data-dir", dataDir]);
       expect(text.stdout).toContain(`data dir        ${dataDir}`);
-      expect(text.stdout).toMatch(/^cas +1 blobs, 12 B of /m);
+      // The server's --max-cache-size, not the default stats would pick for itself.
+      expect(text.stdout).toContain("cas             1 blobs, 12 B of 3 GiB\n");
       expect(text.stdout).toMatch(/^executor +0 of 3 jobs running, 0 queued, 0 done/m);
 
       // A target above the cache's size evicts nothing.
@@ -55,8 +65,71 @@ describe("lre stats and lre gc", () => {
       expect(await stop(server)).toBe(0);
     }
     const after = await lre(["stats", "--data-dir", dataDir, "--json"]);
-    expect(JSON.parse(after.stdout)).toMatchObject({ blobs: 1, bytes: 12, executor: null });
+    expect(JSON.parse(after.stdout)).toMatchObject({ blobs: 1, bytes: 12, maxBytes: 3 * 1024 ** 3, executor: null });
     expect((await lre(["stats", "--data-dir", dataDir])).stdout).toContain("executor        no server running on this data dir");
+  });
+
+  test("stats of a data dir no server has run on: no limit unless --max-cache-size, and action results by origin", async () => {
+    const dataDir = join(tempDir(), "data");
+    const storage = await openStorage({ dataDir, maxBytes: 1 << 30 });
+    const result = ActionResult.fromPartial({ exitCode: 0 });
+    const action = (text: string) => digestOf("sha256", Buffer.from(text));
+    await storage.ac.put("", action("compile"), { result, origin: "sandbox" });
+    await storage.ac.put("", action("link"), { result, origin: "sandbox" });
+    await storage.ac.put("", action("test"), { result, origin: "client" });
+    await storage.close();
+
+    const text = await lre(["stats", "--data-dir", dataDir]);
+    expect(text.exitCode).toBe(0);
+    expect(text.stdout).toContain("cas             0 blobs, 0 B (no limit recorded)\n");
+    expect(text.stdout).toContain("action cache    3 entries (2 run by lre, 1 uploaded by clients)\n");
+    expect(JSON.parse((await lre(["stats", "--data-dir", dataDir, "--json"])).stdout)).toMatchObject({
+      maxBytes: null,
+      acEntries: 3,
+      acFromSandbox: 2,
+      acFromClients: 1,
+    });
+
+    const given = await lre(["stats", "--data-dir", dataDir, "--max-cache-size", "20GiB"]);
+    expect(given.stdout).toContain("cas             0 blobs, 0 B of 20 GiB\n");
+  });
+
+  test("gc keeps blobs used within --protect-for (3h by default); --protect-for 0 evicts them", async () => {
+    const dataDir = join(tempDir(), "data");
+    const storage = await openStorage({ dataDir, maxBytes: 1 << 30 });
+    const data = Buffer.from("used a moment ago");
+    await storage.cas.put(digestOf("sha256", data), data);
+    await storage.close();
+
+    const kept = await lre(["gc", "--to", "1", "--data-dir", dataDir]);
+    expect(kept.stdout).toBe("evicted 0 blobs (0 B); cache is now 17 B\n");
+    const stillKept = await lre(["gc", "--to", "1", "--protect-for", "1h", "--data-dir", dataDir]);
+    expect(stillKept.stdout).toBe("evicted 0 blobs (0 B); cache is now 17 B\n");
+    const evicted = await lre(["gc", "--to", "1", "--protect-for", "0", "--data-dir", dataDir]);
+    expect(evicted.exitCode).toBe(0);
+    expect(evicted.stdout).toBe("evicted 1 blobs (17 B); cache is now 0 B\n");
+  });
+
+  test("lre serve --protect-for 0 evicts a blob used a moment ago to make room, which the default refuses", async () => {
+    const d = tempDir();
+    const sock = join(d, "lre.sock");
+    const dataDir = join(d, "data");
+    const [first, second] = [Buffer.alloc(60, "a"), Buffer.alloc(60, "b")];
+    const protecting = await startServe(["--socket", sock, "--data-dir", dataDir, "--max-cache-size", "100", "--no-exec"]);
+    try {
+      await putBlob(sock, first);
+      expect(await uploadStatus(sock, second)).toBe(GrpcCode.RESOURCE_EXHAUSTED);
+    } finally {
+      expect(await stop(protecting)).toBe(0);
+    }
+    const evicting = await startServe(["--socket", sock, "--data-dir", dataDir, "--max-cache-size", "100", "--no-exec", "--protect-for", "0"]);
+    try {
+      await putBlob(sock, second);
+    } finally {
+      expect(await stop(evicting)).toBe(0);
+    }
+    const stats = await lre(["stats", "--data-dir", dataDir, "--json"]);
+    expect(JSON.parse(stats.stdout)).toMatchObject({ blobs: 1, bytes: 60 });
   });
 
   test("a data dir that cannot be opened is an error naming it, exit 1", async () => {

@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { COMMANDS, parseHostPort } from "../../src/cli/commands";
 import { cliReference, commandUsage, fullHelp } from "../../src/cli/usage";
+import { formatDuration, parseDuration } from "../../src/config/duration";
 import { parseSize } from "../../src/config/size";
 import { REPO, lre } from "./lre-process";
 
@@ -39,6 +40,10 @@ describe("lre command line", () => {
     [["serve", "--closure", "/usr/bin"], "is not a path under /nix/store"],
     [["serve", "--action-timeout", "100", "--max-action-timeout", "10"], "is more than --max-action-timeout"],
     [["serve", "--data-dir", "a", "--data-dir", "b"], "given more than once"],
+    [["serve", "--protect-for", "3 hours"], 'bad value for "--protect-for": "3 hours" is not a duration such as 30m, 2h'],
+    [["serve", "--protect-for", "-1h"], "or 0 for none"],
+    [["gc", "--to", "1G", "--protect-for", "3"], 'bad value for "--protect-for": "3" is not a duration'],
+    [["import", "x.lrebundle", "--protect-for", ""], 'bad value for "--protect-for"'],
     [["gc"], "needs --to SIZE"],
     [["gc", "--to", "1.5.5G"], "is not a size"],
     [["stats", "--json=yes"], "takes no value"],
@@ -110,6 +115,31 @@ describe("sizes", () => {
 
   test.each(["", "GiB", "-1G", "1XB", "1.2.3"])("%p is rejected", (text) => {
     expect(() => parseSize(text)).toThrow(RangeError);
+  });
+});
+
+describe("durations", () => {
+  test.each([
+    ["3h", 3 * 3600_000],
+    ["90m", 90 * 60_000],
+    ["1h30m", 90 * 60_000],
+    ["1.5d", 36 * 3600_000],
+    ["1w", 7 * 86_400_000],
+  ])("%s is %d ms, and formats back to the same duration", (text, ms) => {
+    expect(parseDuration(text)).toBe(ms);
+    expect(parseDuration(formatDuration(ms))).toBe(ms);
+  });
+
+  test("0 is a duration only where zero is allowed (--protect-for), never for --since", () => {
+    expect(parseDuration("0", { allowZero: true })).toBe(0);
+    expect(parseDuration("0h", { allowZero: true })).toBe(0);
+    expect(formatDuration(0)).toBe("0");
+    expect(() => parseDuration("0")).toThrow(RangeError);
+    expect(() => parseDuration("0h")).toThrow("must be more than zero");
+  });
+
+  test.each(["", "3", "h", "-1h", "3 h", "1y"])("%p is rejected", (text) => {
+    expect(() => parseDuration(text, { allowZero: true })).toThrow(RangeError);
   });
 });
 

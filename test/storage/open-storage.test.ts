@@ -134,7 +134,7 @@ describe("openStorage", () => {
     s.recordAcLookup(false);
     const local = await s.stats();
     expect(local).toEqual({
-      blobs: 3, bytes: 5100, maxBytes: 1 << 20, acEntries: 2, acFromSandbox: 1, acFromClients: 1, acHits: 1, acMisses: 2,
+      blobs: 3, bytes: 5100, maxBytes: 1 << 20, servedMaxBytes: null, acEntries: 2, acFromSandbox: 1, acFromClients: 1, acHits: 1, acMisses: 2,
     });
 
     const script = `
@@ -155,5 +155,22 @@ describe("openStorage", () => {
     expect(await s.cas.findMissing(blobs.map((b) => b.digest))).toHaveLength(other.gc.evictedBlobs);
     expect((await s.stats()).bytes).toBe(other.gc.bytesAfter);
     await s.close();
+  });
+  test("a serving process records its limit for other processes; others leave it alone", async () => {
+    const dataDir = await tempDir();
+    const before = await openStorage({ dataDir, maxBytes: 1000 });
+    expect(await before.stats()).toMatchObject({ maxBytes: 1000, servedMaxBytes: null });
+    await before.close();
+
+    const server = await openStorage({ dataDir, maxBytes: 5 << 20, serving: true });
+    const cli = await openStorage({ dataDir, maxBytes: 1000 });
+    expect(await cli.stats()).toMatchObject({ maxBytes: 1000, servedMaxBytes: 5 << 20 });
+    await cli.close();
+    await server.close();
+
+    // It outlives the server: the limit the store was last run with.
+    const after = await openStorage({ dataDir, maxBytes: 2000 });
+    expect(await after.stats()).toMatchObject({ maxBytes: 2000, servedMaxBytes: 5 << 20 });
+    await after.close();
   });
 });
