@@ -192,6 +192,11 @@ export const IMPORT: CommandSpec = {
       help: "cache size to respect while adding blobs; give the running server's --max-cache-size",
       defaultText: "as for lre serve",
     },
+    {
+      name: "trust-origin",
+      kind: "bool",
+      help: "keep the origin the bundle claims for each action result (run by lre, or uploaded by a client); without it all are recorded as client uploads, since anyone can write a bundle",
+    },
   ],
 };
 
