@@ -10,6 +10,7 @@ import {
   FORMAT_VERSION,
   MAX_HEADER_BYTES,
   START_MAGIC,
+  checkActionResultFrame,
   decodeFrame,
   type ActionResultFrame,
   type BlobFrame,
@@ -28,12 +29,14 @@ export interface BundleVisitor {
    * it ends without throwing. Whatever the visitor leaves unread is skipped.
    */
   blob?(frame: BlobFrame, body: AsyncIterable<Uint8Array>): Promise<void>;
+  /** One action result, only once its instance name and result passed the checks a client's upload gets. */
   actionResult?(frame: ActionResultFrame): Promise<void> | void;
 }
 
 /**
- * A bundle that is not intact: truncated, damaged, or not a bundle at all.
- * The message names the file and what is wrong.
+ * A bundle that is not intact (truncated, damaged, or not a bundle at all) or
+ * that holds an action result lre would not accept from a client. The message
+ * names the file, the entry and what is wrong.
  */
 export class DamagedBundleError extends RpcError {}
 
@@ -125,6 +128,7 @@ class Walk {
         continue;
       }
       if (f.kind === "action-result") {
+        this.check(f, at);
         await visitor.actionResult?.(f);
         actionResults++;
         continue;
@@ -142,6 +146,22 @@ class Walk {
         );
       }
       return { header: first, end: f };
+    }
+  }
+
+  /**
+   * Checked as soon as it is read, so a visitor never sees an entry lre would
+   * refuse, and an import fails in its verify pass, before writing anything.
+   */
+  private check(f: ActionResultFrame, at: number): void {
+    try {
+      checkActionResultFrame(f);
+    } catch (err) {
+      const entry = `action ${formatDigest(f.action)} in instance ${JSON.stringify(f.instance.slice(0, 80))}`;
+      throw new DamagedBundleError(
+        GrpcCode.INVALID_ARGUMENT,
+        `bundle "${this.path}" holds an action result lre does not accept (the one at byte ${at}, for ${entry}): ${err instanceof Error ? err.message : String(err)}`,
+      );
     }
   }
 

@@ -1,7 +1,9 @@
 import { pack, unpack } from "msgpackr";
 import type { ResultOrigin } from "../ac/action-cache";
+import { validateActionResult } from "../ac/validate-action-result";
 import type { Digest, DigestFn } from "../digest/digest";
 import { DIGEST_FUNCTIONS, makeDigest } from "../digest/digest";
+import { parseInstanceName } from "../digest/instance-name";
 import { RpcError } from "../errors";
 import { ActionResult } from "../proto/build/bazel/remote/execution/v2/remote_execution";
 
@@ -22,7 +24,9 @@ import { ActionResult } from "../proto/build/bazel/remote/execution/v2/remote_ex
  *
  * Blob bodies are raw and never held whole: writers and readers stream them.
  * Every blob is checked against its own digest and every byte (headers
- * included) against the footer checksum.
+ * included) against the footer checksum. The checksum only detects damage:
+ * anyone can recompute it, so what a frame says is checked like a client's
+ * request (checkActionResultFrame) and its `origin` is only a claim.
  */
 
 export const FORMAT_VERSION = 1;
@@ -52,6 +56,7 @@ export interface ActionResultFrame {
   readonly kind: "action-result";
   readonly instance: string;
   readonly action: Digest;
+  /** Who produced it according to the writer; unverifiable, so an import keeps it only when told to trust it. */
   readonly origin: ResultOrigin;
   readonly result: ActionResult;
 }
@@ -118,7 +123,6 @@ export function decodeFrame(bytes: Uint8Array): Frame {
       return { kind: "blob", digest: digestOf(h, "blob") };
     case "action-result": {
       const instance = str(h.instance, "instance");
-      if (instance.includes("\0")) throw RpcError.invalidArgument("an action result's instance name contains NUL");
       if (h.origin !== "sandbox" && h.origin !== "client") {
         throw RpcError.invalidArgument(`an action result has origin ${JSON.stringify(h.origin)}, not "sandbox" or "client"`);
       }
@@ -141,6 +145,18 @@ export function decodeFrame(bytes: Uint8Array): Frame {
     default:
       throw RpcError.invalidArgument(`a frame has unknown kind ${JSON.stringify(h.kind)}`);
   }
+}
+
+/**
+ * Refuses an action-result frame lre would refuse from a client: an instance
+ * name UpdateActionResult would reject, or a result with output paths that
+ * are absolute, climb out with "..", repeat, or have malformed digests. A
+ * bundle is as untrusted as a client, since its checksum proves nothing about
+ * who wrote it. Throws INVALID_ARGUMENT saying what is wrong.
+ */
+export function checkActionResultFrame(f: ActionResultFrame): void {
+  parseInstanceName(f.instance);
+  validateActionResult(f.result, f.action.fn);
 }
 
 function digestOf(h: Record<string, unknown>, what: string): Digest {

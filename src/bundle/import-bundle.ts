@@ -15,6 +15,15 @@ export interface BundleTarget {
   readonly ac: ActionCache;
 }
 
+export interface ImportOptions {
+  /**
+   * Keep the origin each action result claims (run by lre, or uploaded by a
+   * client). Off by default: the bundle's checksum shows it is intact, not
+   * who wrote it, so anyone could mark a result as run by lre.
+   */
+  readonly trustOrigin?: boolean;
+}
+
 export interface ImportSummary {
   readonly header: BundleHeader;
   readonly addedBlobs: number;
@@ -27,19 +36,22 @@ export interface ImportSummary {
 /**
  * Imports the bundle at `path` in two passes over the file:
  *
- * 1. verify: framing, every blob against its digest, totals and the checksum
+ * 1. verify: framing, every blob against its digest, every action result and
+ *    instance name as UpdateActionResult checks them, totals and the checksum
  *    of the whole file. Nothing is written, so a damaged or truncated bundle
- *    (a changed byte anywhere, the footer included) leaves the store exactly
- *    as it was.
+ *    (a changed byte anywhere, the footer included), or one holding a single
+ *    result lre would refuse, leaves the store exactly as it was.
  * 2. import: blobs through BlobWriters (which check each digest once more
  *    and publish only on commit), then the action results. An action result
  *    is written only if it is byte for byte one that pass 1 verified, so a
  *    file changed between the passes cannot slip in an unverified entry.
  *
  * Blobs come before action results in a bundle, so an entry never becomes
- * visible before the blobs it needs.
+ * visible before the blobs it needs. Action results are recorded as client
+ * uploads unless `trustOrigin` is set.
  */
-export async function importBundle(path: string, target: BundleTarget): Promise<ImportSummary> {
+export async function importBundle(path: string, target: BundleTarget, options: ImportOptions = {}): Promise<ImportSummary> {
+  const originOf = (f: ActionResultFrame): ResultOrigin => (options.trustOrigin === true ? f.origin : "client");
   const verified: string[] = [];
   await walkBundle(path, {
     actionResult: (f) => void verified.push(fingerprint(f)),
@@ -65,13 +77,15 @@ export async function importBundle(path: string, target: BundleTarget): Promise<
       if (verified[nth++] !== fingerprint(f)) {
         throw new Error(`bundle "${path}" changed while it was being imported; its action results were not imported`);
       }
+      const origin = originOf(f);
       const existing = await target.ac.get(f.instance, f.action);
-      if (existing !== undefined && existing.origin === f.origin && sameResult(existing.result, f.result)) {
+      // The same result already recorded as run by lre stays so: an untrusted copy must not downgrade it.
+      if (existing !== undefined && (existing.origin === origin || existing.origin === "sandbox") && sameResult(existing.result, f.result)) {
         presentActionResults++;
         return;
       }
       try {
-        await target.ac.put(f.instance, f.action, { result: f.result, origin: f.origin });
+        await target.ac.put(f.instance, f.action, { result: f.result, origin });
       } catch (err) {
         throw wrapError(err, `storing an imported action result`);
       }

@@ -221,6 +221,11 @@ export const IMPORT: CommandSpec = {
       defaultText: "as for lre serve",
     },
     protectForFlag("blobs used within DURATION are never evicted to make room; give the running server's --protect-for"),
+    {
+      name: "trust-origin",
+      kind: "bool",
+      help: "keep the origin the bundle claims for each action result (run by lre, or uploaded by a client); without it all are recorded as client uploads, since anyone can write a bundle",
+    },
   ],
 };
 
@@ -240,8 +245,29 @@ export const CONFIG: CommandSpec = {
       name: "tcp",
       kind: "host-port",
       metavar: "HOST:PORT",
-      help: "buck2: the loopback address of lre serve --tcp",
-      defaultText: "127.0.0.1:8980",
+      help: "the TCP listener of lre serve --tcp as the client reaches it (bazel: instead of the Unix socket). A host other than loopback needs --tls and --token-env or --tls-client-cert, as lre serve does",
+      defaultText: "buck2: 127.0.0.1:8980",
+    },
+    { name: "tls", kind: "bool", help: "lre serve has --tls-cert/--tls-key: connect with TLS (bazel: grpcs://, buck2: tls = true)" },
+    {
+      name: "tls-ca",
+      kind: "string",
+      metavar: "FILE",
+      help: "PEM CA certificates that signed lre's certificate (bazel: --tls_certificate, buck2: tls_ca_certs); implies --tls",
+      defaultText: "the client's public roots",
+    },
+    {
+      name: "tls-client-cert",
+      kind: "string",
+      metavar: "FILE",
+      help: "PEM client certificate, for lre serve --tls-client-ca (bazel: with --tls-client-key; buck2: the certificate and its key in this one file); implies --tls",
+    },
+    { name: "tls-client-key", kind: "string", metavar: "FILE", help: "bazel: PEM private key of --tls-client-cert" },
+    {
+      name: "token-env",
+      kind: "string",
+      metavar: "NAME",
+      help: "environment variable holding a bearer token of lre serve --token-file when the client runs; the config names the variable, never the token (buck2: http_headers; bazel: a try-import of a private rc file)",
     },
     { name: "instance", kind: "string", metavar: "NAME", help: "remote instance name", defaultText: "none (the empty instance)" },
     {

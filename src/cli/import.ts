@@ -10,7 +10,7 @@ import type { ParsedFlags } from "./parse-args";
 import { dataDirFrom } from "./serve-config";
 import { withStorage } from "./stats";
 
-/** `lre import FILE`: verifies the whole bundle, then adds what the store lacks. */
+/** `lre import FILE`: verifies the whole bundle, then adds what the store lacks (action results as client uploads unless --trust-origin). */
 export async function runImport(
   backend: Backend,
   operands: readonly string[],
@@ -26,7 +26,7 @@ export async function runImport(
   const s = await withStorage(backend, options, async (storage) => {
     const ac = await LmdbActionCache.open({ dataDir });
     try {
-      return await importBundle(file, { cas: storage.cas, ac });
+      return await importBundle(file, { cas: storage.cas, ac }, { trustOrigin: flags.bool("trust-origin") });
     } catch (err) {
       if (err instanceof DamagedBundleError) throw new CliError(`${err.message}; nothing was imported`);
       throw new CliError(`importing "${file}" failed: ${messageOf(err)}`);

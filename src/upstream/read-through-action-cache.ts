@@ -1,4 +1,5 @@
 import type { ActionCache, CachedResult } from "../ac/action-cache";
+import { validateActionResult } from "../ac/validate-action-result";
 import type { BlobStore } from "../cas/blob-store";
 import { type Digest, digestKey, formatDigest } from "../digest/digest";
 import { ActionResult } from "../proto/build/bazel/remote/execution/v2/remote_execution";
@@ -21,7 +22,11 @@ export interface ReadThroughActionCacheOptions {
  * stored in the local action cache. The answer always comes from the local
  * (completeness-checking) cache, so a hit served here never depends on the
  * upstream staying up while the client downloads its outputs. Any upstream
- * failure is a miss; the action then runs or is uploaded as usual.
+ * failure is a miss; the action then runs or is uploaded as usual. So is a
+ * result lre would refuse from a client (output paths escaping the working
+ * directory, malformed digests): the upstream is another server, not a
+ * trusted part of this one, and what it says is checked before any of it is
+ * fetched or kept.
  */
 export class ReadThroughActionCache implements ActionCache {
   private readonly log: UpstreamLog;
@@ -72,6 +77,15 @@ export class ReadThroughActionCache implements ActionCache {
       return undefined;
     }
     if (result === undefined) return undefined;
+    try {
+      validateActionResult(result, action.fn);
+    } catch (err) {
+      // Worth a warning, not a debug line: an upstream serving such results is broken or hostile.
+      this.log.warn(
+        `read-through: upstream result for ${formatDigest(action)} (instance "${upInstance}") is not valid, treating it as a miss: ${messageOf(err)}`,
+      );
+      return undefined;
+    }
     try {
       // Inlined bytes are not kept: the local entry references blobs, like every other.
       const stored = ActionResult.fromPartial({ ...result, stdoutRaw: Buffer.alloc(0), stderrRaw: Buffer.alloc(0) });

@@ -6,13 +6,13 @@ import { LmdbActionCache } from "../../src/ac/lmdb-action-cache";
 import { DamagedBundleError, walkBundle } from "../../src/bundle/bundle-reader";
 import { exportBundle, type ExportSummary } from "../../src/bundle/export-bundle";
 import { FOOTER_BYTES } from "../../src/bundle/format";
-import { importBundle, type ImportSummary } from "../../src/bundle/import-bundle";
+import { importBundle, type ImportOptions, type ImportSummary } from "../../src/bundle/import-bundle";
 import type { Selection } from "../../src/bundle/select";
 import { ManualClock, type Clock } from "../../src/clock";
-import { digestKey, toWire } from "../../src/digest/digest";
+import { type Digest, digestKey, formatDigest, toWire } from "../../src/digest/digest";
 import { ActionResult } from "../../src/proto/build/bazel/remote/execution/v2/remote_execution";
 import { isRpcError, GrpcCode } from "../../src/errors";
-import { blobKeys, fillStore, openStore, put, readAll, type Fixture } from "./fixture";
+import { blobKeys, editBundle, fillStore, openStore, put, readAll, type Fixture } from "./fixture";
 
 const roots: string[] = [];
 function tempDir(): string {
@@ -35,11 +35,11 @@ async function exportFrom(dataDir: string, path: string, selection: Selection, c
   }
 }
 
-async function importInto(dataDir: string, path: string): Promise<ImportSummary> {
+async function importInto(dataDir: string, path: string, options?: ImportOptions): Promise<ImportSummary> {
   const s = await openStore(dataDir);
   const ac = await LmdbActionCache.open({ dataDir });
   try {
-    return await importBundle(path, { cas: s.cas, ac });
+    return await importBundle(path, { cas: s.cas, ac }, options);
   } finally {
     await ac.close();
     await s.close();
@@ -71,14 +71,14 @@ async function source(): Promise<{ dir: string; fx: Fixture }> {
 }
 
 describe("a bundle of everything", () => {
-  test("imported into an empty store gives the same store: blobs, bytes, action results and their origins", async () => {
+  test("imported with trustOrigin into an empty store gives the same store: blobs, bytes, action results and their origins", async () => {
     const { dir, fx } = await source();
     const file = join(tempDir(), "all.lrebundle");
     const exported = await exportFrom(dir, file, { kind: "all" });
     expect(exported).toMatchObject({ blobs: fx.blobs.size, actionResults: 2, incomplete: 0 });
 
     const target = join(tempDir(), "dst");
-    const imported = await importInto(target, file);
+    const imported = await importInto(target, file, { trustOrigin: true });
     expect(imported).toMatchObject({ addedBlobs: fx.blobs.size, addedActionResults: 2, presentBlobs: 0, presentActionResults: 0 });
     expect(imported.header).toMatchObject({ kind: "bundle", version: 1, selection: "everything", writer: "lre test" });
 
@@ -100,8 +100,36 @@ describe("a bundle of everything", () => {
       await b.close();
     }
 
-    const again = await importInto(target, file);
+    const again = await importInto(target, file, { trustOrigin: true });
     expect(again).toMatchObject({ addedBlobs: 0, addedBytes: 0, addedActionResults: 0, presentBlobs: fx.blobs.size, presentActionResults: 2 });
+    // Without trustOrigin the same results are present too: one run by lre here is not downgraded by an untrusted copy.
+    expect(await importInto(target, file)).toMatchObject({ addedActionResults: 0, presentActionResults: 2 });
+    const t = await openStore(target);
+    try {
+      expect(await t.ac.get("", fx.actionA)).toEqual({ result: fx.resultA, origin: "sandbox" });
+    } finally {
+      await t.close();
+    }
+  });
+
+  test("imported without trustOrigin, every action result is recorded as a client upload, whatever the bundle claims", async () => {
+    const { dir, fx } = await source();
+    const file = join(tempDir(), "all.lrebundle");
+    await exportFrom(dir, file, { kind: "all" });
+    expect((await contents(file)).results).toContain(`|${digestKey(fx.actionA)}|sandbox`);
+
+    const target = join(tempDir(), "dst");
+    expect(await importInto(target, file)).toMatchObject({ addedActionResults: 2 });
+    const t = await openStore(target);
+    try {
+      expect(await t.ac.get("", fx.actionA)).toEqual({ result: fx.resultA, origin: "client" });
+      expect(await t.ac.get("team/b", fx.actionB)).toEqual({ result: fx.resultB, origin: "client" });
+      expect(await t.stats()).toMatchObject({ acEntries: 2, acFromSandbox: 0, acFromClients: 2 });
+    } finally {
+      await t.close();
+    }
+    // Trusting the same bundle later upgrades the entry it says lre ran.
+    expect(await importInto(target, file, { trustOrigin: true })).toMatchObject({ addedActionResults: 1, presentActionResults: 1 });
   });
 
   test("leaves out an action result whose blobs are gone, and says so", async () => {
@@ -156,7 +184,7 @@ describe("export --action", () => {
     expect(got.blobs).toEqual(keysOf(fx, [...fx.neededByA, ...fx.inspectA]));
 
     const target = join(tempDir(), "dst");
-    await importInto(target, file);
+    await importInto(target, file, { trustOrigin: true });
     const t = await openStore(target);
     try {
       expect(await t.ac.get("", fx.actionA)).toEqual({ result: fx.resultA, origin: "sandbox" });
@@ -299,6 +327,87 @@ describe("a damaged bundle is rejected whole, and the store is left exactly as i
     const before = await t.before();
     await expect(importInto(t.dir, copy)).rejects.toThrow("truncated");
     expect(await t.before()).toEqual(before);
+  });
+});
+
+describe("a bundle is checked like a client's upload: one action result lre would refuse rejects the whole import", () => {
+  /**
+   * A real export of two action results; the second (instance "team/aa") is
+   * the one a test edits in place. Edits keep every length, so the framing
+   * stays valid, and the footer checksum is recomputed, as anyone editing a
+   * bundle can: only the checks on what the entry says can catch them.
+   */
+  let prepared: Promise<{ bytes: Buffer; out: Digest; bad: Digest }> | undefined;
+  const bundle = () =>
+    (prepared ??= (async () => {
+      const dir = join(tempDir(), "src");
+      const s = await openStore(dir);
+      const blobs: Fixture["blobs"] = new Map();
+      const out = await put(s, blobs, "out", "an output\n");
+      const good = await put(s, blobs, "good", "an action left alone\n");
+      const bad = await put(s, blobs, "bad", "an action whose result is edited\n");
+      await s.ac.put("", good, { result: ActionResult.fromPartial({ outputFiles: [{ path: "good/out", digest: toWire(out) }] }), origin: "client" });
+      const edited = ActionResult.fromPartial({
+        outputFiles: [{ path: "ab/out", digest: toWire(out) }],
+        outputSymlinks: [{ path: "sym/ln", target: "ab/out" }],
+      });
+      await s.ac.put("team/aa", bad, { result: edited, origin: "sandbox" });
+      await s.close();
+      const file = join(tempDir(), "to-edit.lrebundle");
+      expect(await exportFrom(dir, file, { kind: "all" })).toMatchObject({ blobs: 3, actionResults: 2 });
+      return { bytes: readFileSync(file), out, bad };
+    })());
+
+  async function expectRefused(edited: Buffer, instance: string, why: string): Promise<void> {
+    const { bad } = await bundle();
+    const file = join(tempDir(), "edited.lrebundle");
+    writeFileSync(file, edited);
+    const target = join(tempDir(), "dst");
+    const err = await importInto(target, file).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DamagedBundleError);
+    const message = (err as Error).message;
+    expect(message).toContain(`bundle "${file}" holds an action result lre does not accept (the one at byte `);
+    expect(message).toContain(`for action ${formatDigest(bad)} in instance "${instance}"): `);
+    expect(message).toContain(why);
+    // Nothing at all: not the blobs before it, not the valid result before it.
+    const t = await openStore(target);
+    try {
+      expect(await t.stats()).toMatchObject({ blobs: 0, acEntries: 0 });
+    } finally {
+      await t.close();
+    }
+  }
+
+  test("an edit that leaves the result valid imports, so each refusal below is the checks' doing", async () => {
+    const { bytes } = await bundle();
+    const file = join(tempDir(), "harmless.lrebundle");
+    writeFileSync(file, editBundle(bytes, "ab/out", "cd/out", "first"));
+    expect(await importInto(join(tempDir(), "dst"), file)).toMatchObject({ addedBlobs: 3, addedActionResults: 2 });
+  });
+
+  test.each([
+    ["an output file climbing out of the working directory", "ab/out", "../out", 'output_files[0] has path "../out", which has a ".." segment'],
+    ["an absolute output file", "ab/out", "/b/out", 'output_files[0] has path "/b/out", which is absolute'],
+    ["an absolute output symlink", "sym/ln", "/ym/ln", 'output_symlinks[0] has path "/ym/ln", which is absolute'],
+  ])("%s", async (_what, from, to, why) => {
+    const { bytes } = await bundle();
+    // "ab/out" is also the symlink's target, which comes after the output file's path.
+    await expectRefused(editBundle(bytes, from, to, "first"), "team/aa", why);
+  });
+
+  test("a malformed digest in a result", async () => {
+    const { bytes, out } = await bundle();
+    // The last copy of the hash is the one in the edited result (blob frames and the first result come before it).
+    await expectRefused(editBundle(bytes, out.hash, `Z${out.hash.slice(1)}`, "last"), "team/aa", `output_files[0] ("ab/out") digest has hash "Z`);
+  });
+
+  test.each([
+    ["a \"..\" segment", "team/..", 'instance name "team/.." is not valid: it has a ".." segment'],
+    ["a reserved segment", "blobs/a", 'it has the reserved segment "blobs"'],
+    ["a control character", "team/a\x01", "has characters other than printable ASCII"],
+  ])("an instance name with %s", async (_what, to, why) => {
+    const { bytes } = await bundle();
+    await expectRefused(editBundle(bytes, "team/aa", to), to.replace("\x01", "\\u0001"), why);
   });
 });
 

@@ -4,7 +4,9 @@
  * from different origins and instances. Action A also has its Action,
  * Command and input tree in the CAS; action B has only its outputs.
  */
+import { expect } from "bun:test";
 import { randomBytes } from "node:crypto";
+import { FOOTER_BYTES } from "../../src/bundle/format";
 import type { Clock } from "../../src/clock";
 import type { Digest, DigestFn } from "../../src/digest/digest";
 import { emptyDigest, toWire } from "../../src/digest/digest";
@@ -100,4 +102,22 @@ export async function blobKeys(s: Storage): Promise<string[]> {
   const keys: string[] = [];
   for await (const b of s.cas.list()) keys.push(`${b.digest.fn}:${b.digest.hash}:${b.digest.sizeBytes}`);
   return keys.sort();
+}
+
+/**
+ * A bundle with one occurrence of `from` (the only one, unless told which)
+ * replaced by `to`, of the same length so the framing stays valid, and its
+ * footer checksum recomputed: what anyone can do to a bundle, since the
+ * checksum is no signature.
+ */
+export function editBundle(bytes: Uint8Array, from: string, to: string, which: "only" | "first" | "last" = "only"): Buffer {
+  expect(to.length).toBe(from.length);
+  const b = Buffer.from(bytes);
+  const at = which === "last" ? b.lastIndexOf(from) : b.indexOf(from);
+  expect(at).toBeGreaterThanOrEqual(0);
+  if (which === "only") expect(b.lastIndexOf(from)).toBe(at);
+  b.write(to, at, "latin1");
+  const body = b.subarray(0, b.length - FOOTER_BYTES);
+  Buffer.from(new Bun.CryptoHasher("sha256").update(body).digest()).copy(b, b.length - FOOTER_BYTES);
+  return b;
 }

@@ -6,7 +6,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fnToWire, toWire } from "../../src/digest/digest";
-import { type Fixture, fillStore, openStore, readAll } from "../bundle/fixture";
+import { type Fixture, editBundle, fillStore, openStore, readAll } from "../bundle/fixture";
 import { createClients } from "../support/grpc-client";
 import { lre, startServe, stop, tempDir as makeTempDir } from "./lre-process";
 
@@ -38,7 +38,7 @@ async function statsOf(dataDir: string): Promise<Record<string, unknown>> {
 }
 
 describe("lre export and lre import", () => {
-  test("round trip: the empty data dir ends up with the same blobs and action results, origins kept", async () => {
+  test("round trip with --trust-origin: the empty data dir ends up with the same blobs and action results, origins kept", async () => {
     const { dir, fx } = await filledDataDir();
     const file = join(tempDir(), "cache.lrebundle");
     const exported = await lre(["export", file, "--data-dir", dir]);
@@ -47,7 +47,7 @@ describe("lre export and lre import", () => {
     expect(exported.stdout).toMatch(new RegExp(`^exported ${fx.blobs.size} blobs \\(3(\\.\\d+)? MiB\\) and 2 action results to ${file} \\(3(\\.\\d+)? MiB\\)\\n$`));
 
     const target = join(tempDir(), "empty");
-    const imported = await lre(["import", file, "--data-dir", target]);
+    const imported = await lre(["import", file, "--data-dir", target, "--trust-origin"]);
     expect(imported.stderr).toBe("");
     expect(imported.stdout).toMatch(new RegExp(`^added ${fx.blobs.size} blobs \\(3(\\.\\d+)? MiB\\) and 2 action results; 0 already present\\n$`));
     expect(await statsOf(target)).toEqual(await statsOf(dir));
@@ -65,6 +65,32 @@ describe("lre export and lre import", () => {
     expect(again.stdout).toBe(`added 0 blobs (0 B) and 0 action results; ${fx.blobs.size + 2} already present\n`);
   });
 
+  test("without --trust-origin every imported action result counts as a client upload", async () => {
+    const { dir } = await filledDataDir();
+    const file = join(tempDir(), "cache.lrebundle");
+    expect((await lre(["export", file, "--data-dir", dir])).exitCode).toBe(0);
+    expect(await statsOf(dir)).toMatchObject({ acFromSandbox: 1, acFromClients: 1 });
+    const target = join(tempDir(), "empty");
+    expect((await lre(["import", file, "--data-dir", target])).exitCode).toBe(0);
+    expect(await statsOf(target)).toEqual({ ...(await statsOf(dir)), acFromSandbox: 0, acFromClients: 2 });
+  });
+
+  test("a bundle holding one action result lre would refuse from a client is refused whole, exit 1, naming the entry", async () => {
+    const { dir, fx } = await filledDataDir();
+    const file = join(tempDir(), "good");
+    expect((await lre(["export", file, "--data-dir", dir])).exitCode).toBe(0);
+    // An output path of action A rewritten to climb out of the working directory, checksum recomputed.
+    const crafted = join(tempDir(), "crafted");
+    writeFileSync(crafted, editBundle(readFileSync(file), "big.bin", "../.bin"));
+    const target = join(tempDir(), "dst");
+    const r = await lre(["import", crafted, "--data-dir", target, "--trust-origin"]);
+    expect({ exitCode: r.exitCode, stdout: r.stdout }).toEqual({ exitCode: 1, stdout: "" });
+    expect(r.stderr).toStartWith(`lre: bundle "${crafted}" holds an action result lre does not accept (the one at byte `);
+    expect(r.stderr).toContain(`for action ${fx.actionA.hash}/${fx.actionA.sizeBytes} in instance ""): output_files[1] has path "../.bin", which has a ".." segment`);
+    expect(r.stderr).toEndWith("; nothing was imported\n");
+    expect(await statsOf(target)).toMatchObject({ blobs: 0, acEntries: 0 });
+  });
+
   test("--since and --action choose what goes in", async () => {
     const { dir, fx } = await filledDataDir();
     const recent = await lre(["export", join(tempDir(), "recent"), "--data-dir", dir, "--since", "1h30m"]);
@@ -79,7 +105,7 @@ describe("lre export and lre import", () => {
 
     const target = join(tempDir(), "dst");
     expect((await lre(["import", one, "--data-dir", target])).exitCode).toBe(0);
-    expect(await statsOf(target)).toMatchObject({ blobs: fx.neededByA.length + fx.inspectA.length, acEntries: 1, acFromSandbox: 1 });
+    expect(await statsOf(target)).toMatchObject({ blobs: fx.neededByA.length + fx.inspectA.length, acEntries: 1, acFromClients: 1 });
   });
 
   test("mistakes on the command line exit 2 with usage; failures exit 1 naming the problem", async () => {
@@ -170,7 +196,8 @@ describe("lre export and lre import", () => {
       expect(read.data.equals(big.data)).toBe(true);
       const small = await clients.batchReadBlobs({ digests: [toWire(fx.blobs.get("stdout")!.digest)] });
       expect(Buffer.from(small.responses[0]?.data ?? []).toString()).toBe("A said hello\n");
-      expect(await statsOf(target)).toEqual(await statsOf(src.dir));
+      // Imported without --trust-origin: the result lre ran on the source counts as a client upload here.
+      expect(await statsOf(target)).toEqual({ ...(await statsOf(src.dir)), acFromSandbox: 0, acFromClients: 2 });
     } finally {
       clients.close();
       expect(await stop(srcServer)).toBe(0);

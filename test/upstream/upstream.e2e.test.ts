@@ -10,6 +10,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { LmdbActionCache } from "../../src/ac/lmdb-action-cache";
 import { formatReadResourceName, formatWriteResourceName } from "../../src/digest/resource-name";
 import { ActionResult, Tree } from "../../src/proto/build/bazel/remote/execution/v2/remote_execution";
 import { type ReapiClients, createClients, rpcError } from "../support/grpc-client";
@@ -173,6 +174,42 @@ describe("read-through", () => {
       const r = await frontC.read({ resourceName: formatReadResourceName("", { fn: "sha256", ...b.digest }) });
       expect(r.data.equals(b.data)).toBe(true);
     }
+  }, TIMEOUT_MS);
+});
+
+describe("read-through of a result lre would refuse from a client", () => {
+  test("is a miss, with a warning, and neither it nor its blobs are kept", async () => {
+    const up = await startUpstream();
+    const front = await startFront(up.tcpAddress!);
+    const upC = clientsFor(up.tcpAddress!);
+    const frontC = clientsFor(front.socketPath);
+
+    // The fault: results written straight into the upstream's action cache,
+    // past the checks its UpdateActionResult would apply. One of them is fine,
+    // to show results planted this way do reach the front.
+    const good = sampleResult("planted, valid");
+    const bad = sampleResult("planted, escaping");
+    bad.result.outputFiles[0]!.path = "../escape.txt";
+    await upload(upC, [...good.blobs, ...bad.blobs]);
+    const upAc = await LmdbActionCache.open({ dataDir: up.dataDir });
+    try {
+      for (const s of [good, bad]) await upAc.put("team", { fn: "sha256", ...s.action.digest }, { result: s.result, origin: "sandbox" });
+    } finally {
+      await upAc.close();
+    }
+    // The upstream serves it as it is: only the front's check stands in the way.
+    expect((await upC.getActionResult({ instanceName: "team", actionDigest: bad.action.digest })).outputFiles[0]?.path).toBe("../escape.txt");
+
+    expect((await frontC.getActionResult({ instanceName: "team", actionDigest: good.action.digest })).exitCode).toBe(0);
+    expect((await rpcError(frontC.getActionResult({ instanceName: "team", actionDigest: bad.action.digest }))).code).toBe(5);
+    await eventually("the front logs why", async () => front.output().includes(`read-through: upstream result for ${bad.action.digest.hash}/`));
+    expect(front.output()).toContain(`(instance "team") is not valid, treating it as a miss: output_files[0] has path "../escape.txt", which has a ".." segment`);
+
+    // Nothing of it was kept: with the upstream gone it stays a miss, and its own blobs never came over.
+    await up.stop();
+    expect((await rpcError(frontC.getActionResult({ instanceName: "team", actionDigest: bad.action.digest }))).code).toBe(5);
+    const [out, stdout] = bad.blobs;
+    expect(await missingIn(frontC, [out!, stdout!])).toEqual([out!.digest.hash, stdout!.digest.hash]);
   }, TIMEOUT_MS);
 });
 
