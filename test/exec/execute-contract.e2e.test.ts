@@ -155,6 +155,62 @@ describe("Execute: results", () => {
   });
 });
 
+describe("Execute: closure roots", () => {
+  const storeListing = (paths: readonly string[]) => paths.map((p) => p.slice("/nix/store/".length)).sort().join("\n") + "\n";
+
+  test("without nix-closure, the server's default and the store paths argv names are both visible", async () => {
+    const root = await putDirectory(h.cas, {});
+    // A bare `sh` (found through the default closure's PATH) reading a file of a path only argv names.
+    const actionDigest = await putAction(h.cas, { argv: ["sh", "-c", `cat ${h.toolchain.outsider}/secret; ls /nix/store`] }, root, { salt: salt() });
+    const res = lastResponse(await h.clients.execute({ actionDigest, inlineStdout: true }));
+    expect(res.status?.code ?? 0).toBe(0);
+    expect(res.result!.exitCode).toBe(0);
+    const [secret, ...listing] = res.result!.stdoutRaw.toString().split(/(?<=\n)/);
+    expect(secret).toBe("outsider: must stay invisible\n");
+    expect(listing.join("")).toBe(storeListing([h.toolchain.toolchainA, h.toolchain.busybox, h.toolchain.outsider]));
+    // The default took part, so the result records it, and it is a hit while the default is unchanged.
+    const recorded = await h.ac.get("", actionDigest);
+    expect(recorded?.closureHash).toBeDefined();
+    expect(recorded?.closureHash).toBe(h.executor.currentDefaultClosureHash()!);
+    expect(lastResponse(await h.clients.execute({ actionDigest })).cachedResult).toBe(true);
+  });
+
+  for (const where of ["Action", "Command"] as const) {
+    test(`a nix-closure declared on the ${where} replaces the server's default (named paths still join)`, async () => {
+      const root = await putDirectory(h.cas, {});
+      const platform = { "nix-closure": h.toolchain.busybox };
+      const actionDigest = await putAction(
+        h.cas,
+        { argv: [`${h.toolchain.busybox}/bin/sh`, "-c", `ls /nix/store; cat ${h.toolchain.outsider}/secret`], ...(where === "Command" ? { platform } : {}) },
+        root,
+        { salt: salt(), ...(where === "Action" ? { platform } : {}) },
+      );
+      const res = lastResponse(await h.clients.execute({ actionDigest, inlineStdout: true }));
+      expect(res.result!.exitCode).toBe(0);
+      // Not toolchainA, the harness's default.
+      expect(res.result!.stdoutRaw.toString()).toBe(storeListing([h.toolchain.busybox, h.toolchain.outsider]) + "outsider: must stay invisible\n");
+      // Everything the sandbox saw is in the action digest: nothing to record.
+      expect((await h.ac.get("", actionDigest))?.closureHash).toBeUndefined();
+    });
+  }
+
+  for (const bad of ["/nix/store/garbage", "/nix/store/abc-../x", "/usr/bin"]) {
+    test(`a nix-closure entry ${JSON.stringify(bad)} is FAILED_PRECONDITION naming it and saying what a store path looks like`, async () => {
+      const root = await putDirectory(h.cas, {});
+      const actionDigest = await putAction(
+        h.cas,
+        { argv: [sh, "-c", "true"], platform: { "nix-closure": `${h.toolchain.toolchainA} ${bad}` } },
+        root,
+        { salt: salt() },
+      );
+      const err = await rpcError(h.clients.execute({ actionDigest }));
+      expect(err.code).toBe(GrpcCode.FAILED_PRECONDITION);
+      expect(err.details).toContain(`"nix-closure" lists "${bad}", which is not a Nix store path`);
+      expect(err.details).toContain("/nix/store/<32-character hash>-<name>");
+    });
+  }
+});
+
 describe("Execute: the server's default closure is part of what a cached result means (H2)", () => {
   test("after a restart with another --closure, results of actions that used the default are misses in Execute and GetActionResult", async () => {
     const cas = new MemoryBlobStore();
