@@ -8,7 +8,8 @@ import { missingSubject, toWire } from "../../src/digest/digest";
 import { GrpcCode } from "../../src/errors";
 import { startDiskCollection } from "../../src/exec/disk-collector";
 import { createLocalExecution } from "../../src/exec/local-execution";
-import { EXECUTE_RESPONSE_TYPE_URL } from "../../src/grpc/execution-service";
+import type { LocalExecutor } from "../../src/exec/local-executor";
+import { type ActionExecutor, EXECUTE_RESPONSE_TYPE_URL } from "../../src/grpc/execution-service";
 import { ActionResult, ExecuteResponse } from "../../src/proto/build/bazel/remote/execution/v2/remote_execution";
 import type { Operation } from "../../src/proto/google/longrunning/operations";
 import { PreconditionFailure } from "../../src/proto/google/rpc/error_details";
@@ -152,6 +153,89 @@ describe("Execute: results", () => {
     const res = lastResponse(await h.clients.execute({ actionDigest, inlineStdout: true }));
     expect(res.cachedResult).toBe(false);
     expect(res.result!.stdoutRaw.toString()).toBe("fresh\n");
+  });
+});
+
+/**
+ * The executor, with one fault injected on purpose: the next prepare is held
+ * after it finished, until the test lets it go. Everything else is the real
+ * executor; `runs` counts the actions that really ran.
+ */
+function holdingExecutor() {
+  let next: { reached: () => void; released: Promise<void> } | undefined;
+  let runs = 0;
+  return {
+    runs: () => runs,
+    /** Holds the next prepare; `reached` settles once it is held. */
+    holdNextPrepare(): { reached: Promise<void>; release: () => void } {
+      let reached!: () => void;
+      let release!: () => void;
+      const reachedP = new Promise<void>((r) => (reached = r));
+      next = { reached, released: new Promise<void>((r) => (release = r)) };
+      return { reached: reachedP, release };
+    },
+    wrap: (inner: LocalExecutor): ActionExecutor => ({
+      prepare: async (task) => {
+        const prepared = await inner.prepare(task);
+        const held = next;
+        next = undefined;
+        if (held !== undefined) {
+          held.reached();
+          await held.released;
+        }
+        return prepared;
+      },
+      execute: (prepared, hooks) => {
+        runs++;
+        return inner.execute(prepared, hooks);
+      },
+      queued: (prepared) => inner.queued(prepared),
+      discard: (prepared) => inner.discard(prepared),
+      currentDefaultClosureHash: () => inner.currentDefaultClosureHash(),
+    }),
+  };
+}
+
+describe("Execute: in-flight deduplication", () => {
+  test("an identical action that finished while this one was being prepared answers it from the cache: it runs once", async () => {
+    const gate = holdingExecutor();
+    const d = await startExecHarness({ wrapExecutor: gate.wrap });
+    try {
+      const root = await putDirectory(d.cas, {});
+      const actionDigest = await putAction(d.cas, { argv: [sh, "-c", "echo ran"], env: { PATH: bin } }, root, { salt: salt() });
+      const held = gate.holdNextPrepare();
+      const early = d.clients.execute({ actionDigest, inlineStdout: true });
+      await held.reached; // its cache lookup missed; it is prepared but not yet submitted
+      const other = lastResponse(await d.clients.execute({ actionDigest }));
+      expect(other.cachedResult).toBe(false);
+      expect(gate.runs()).toBe(1);
+      held.release();
+      const res = lastResponse(await early);
+      expect(res.cachedResult).toBe(true);
+      expect(res.status?.code ?? 0).toBe(0);
+      expect(res.result!.stdoutDigest).toEqual(other.result!.stdoutDigest);
+      expect(gate.runs()).toBe(1);
+    } finally {
+      await d.close();
+    }
+  });
+
+  test("with skip_cache_lookup the action runs again even so", async () => {
+    const gate = holdingExecutor();
+    const d = await startExecHarness({ wrapExecutor: gate.wrap });
+    try {
+      const root = await putDirectory(d.cas, {});
+      const actionDigest = await putAction(d.cas, { argv: [sh, "-c", "echo ran"], env: { PATH: bin } }, root, { salt: salt() });
+      const held = gate.holdNextPrepare();
+      const early = d.clients.execute({ actionDigest, skipCacheLookup: true });
+      await held.reached;
+      lastResponse(await d.clients.execute({ actionDigest }));
+      held.release();
+      expect(lastResponse(await early).cachedResult).toBe(false);
+      expect(gate.runs()).toBe(2);
+    } finally {
+      await d.close();
+    }
   });
 });
 
