@@ -49,6 +49,8 @@ export interface HarnessOptions {
   readonly progressIntervalMs?: number;
   /** A shared CAS (e.g. to survive a harness restart). */
   readonly cas?: MemoryBlobStore;
+  /** Cap on each of stdout and stderr (LocalExecutorOptions.maxStdStreamBytes). */
+  readonly maxStdStreamBytes?: number;
   /**
    * What the Execution service gets instead of the executor itself: a
    * decorator that injects a fault or a delay on purpose. The real executor
@@ -75,6 +77,7 @@ export async function startExecHarness(options: HarnessOptions = {}): Promise<Ex
     maxTimeoutMs: options.maxTimeoutMs ?? 600_000,
     killGraceMs: 500,
     workerName: "lre-test-worker",
+    ...(options.maxStdStreamBytes === undefined ? {} : { maxStdStreamBytes: options.maxStdStreamBytes }),
   });
   const scheduler = new Scheduler<ExecutionOutcome>({ jobs: options.jobs ?? 4 });
   const digests = { defaultDigestFn: "sha256" as const };

@@ -15,7 +15,7 @@ import type { Operation } from "../../src/proto/google/longrunning/operations";
 import { PreconditionFailure } from "../../src/proto/google/rpc/error_details";
 import { rpcError } from "../support/grpc-client";
 import { type ExecHarness, startExecHarness } from "./exec-harness";
-import { putAction, putBytes, putDirectory } from "./helpers";
+import { type CommandSpec, putAction, putBytes, putDirectory } from "./helpers";
 
 function lastResponse(ops: Operation[]): ExecuteResponse {
   const last = ops[ops.length - 1]!;
@@ -51,6 +51,39 @@ describe("Execute: inputs", () => {
     const res = lastResponse(await h.clients.execute({ actionDigest, inlineStdout: true }));
     expect(res.status?.code ?? 0).toBe(0);
     expect(res.result!.stdoutRaw.toString()).toBe("hello from toolchain-b\n");
+  });
+
+  for (const executable of [true, false]) {
+    test(`an input with is_executable ${executable} is mode ${executable ? "555" : "444"} inside, and ./tool ${executable ? "runs" : "is refused"}`, async () => {
+      const script = await putBytes(h.cas, `#!${sh}\necho tool ran\n`);
+      const root = await putDirectory(h.cas, { files: [{ name: "tool", digest: script, executable }] });
+      const actionDigest = await putAction(h.cas, { argv: [sh, "-c", "stat -c %a tool; ./tool"], env: { PATH: bin } }, root, { salt: salt() });
+      const res = lastResponse(await h.clients.execute({ actionDigest, inlineStdout: true }));
+      expect(res.status?.code ?? 0).toBe(0);
+      if (executable) {
+        expect(res.result!.exitCode).toBe(0);
+        expect(res.result!.stdoutRaw.toString()).toBe("555\ntool ran\n");
+      } else {
+        expect(res.result!.exitCode).toBe(126); // the shell's "found but cannot execute"
+        expect(res.result!.stdoutRaw.toString()).toBe("444\n");
+      }
+    });
+  }
+
+  test("an output (or working directory) whose path passes through an input file is INVALID_ARGUMENT naming both", async () => {
+    const root = await putDirectory(h.cas, { files: [{ name: "f", digest: await putBytes(h.cas, "an input file\n") }] });
+    const cases: [Partial<CommandSpec>, string][] = [
+      [{ outputPaths: ["f/out.txt"] }, 'Command.output_paths entry "f/out.txt"'],
+      [{ outputFiles: ["f/deeper/out.txt"] }, 'Command.output_files entry "f/deeper/out.txt"'],
+      [{ outputDirectories: ["f/d"] }, 'Command.output_directories entry "f/d"'],
+      [{ workingDirectory: "f", outputPaths: ["out.txt"] }, "Command.working_directory"],
+    ];
+    for (const [cmd, field] of cases) {
+      const actionDigest = await putAction(h.cas, { argv: [sh, "-c", "true"], ...cmd }, root, { salt: salt() });
+      const err = await rpcError(h.clients.execute({ actionDigest }));
+      expect(err.code).toBe(GrpcCode.INVALID_ARGUMENT);
+      expect(err.details).toContain(`${field} passes through "f", which is an input file or symlink, not a directory`);
+    }
   });
 
   test("a relative input symlink escaping the root with .. is still INVALID_ARGUMENT", async () => {
@@ -120,6 +153,35 @@ describe("Execute: commands", () => {
   }
 });
 
+describe("Execute: working directory", () => {
+  test("Command.working_directory: the action runs there, and outputs are named relative to it", async () => {
+    const sub = await putDirectory(h.cas, { files: [{ name: "in.txt", digest: await putBytes(h.cas, "from sub\n") }] });
+    const root = await putDirectory(h.cas, { dirs: [{ name: "sub", digest: sub }] });
+    const actionDigest = await putAction(
+      h.cas,
+      {
+        argv: [sh, "-c", "pwd > cwd.txt; mkdir -p gen/d && cat in.txt > gen/copy.txt && echo x > gen/d/x"],
+        env: { PATH: bin },
+        workingDirectory: "sub",
+        // gen/ is created by the action; lre creates parents of output paths as needed.
+        outputPaths: ["cwd.txt", "gen/copy.txt", "gen/d"],
+      },
+      root,
+      { salt: salt() },
+    );
+    const res = lastResponse(await h.clients.execute({ actionDigest }));
+    expect(res.status?.code ?? 0).toBe(0);
+    expect(res.result!.exitCode).toBe(0);
+    const files = new Map(res.result!.outputFiles.map((f) => [f.path, f.digest]));
+    expect([...files.keys()].sort()).toEqual(["cwd.txt", "gen/copy.txt"]);
+    expect(res.result!.outputDirectories.map((d) => d.path)).toEqual(["gen/d"]);
+    const text = async (d: { hash: string; sizeBytes: number } | undefined) =>
+      new TextDecoder().decode(await h.cas.get({ fn: "sha256", hash: d!.hash, sizeBytes: d!.sizeBytes }));
+    expect(await text(files.get("cwd.txt"))).toBe("/build/root/sub\n");
+    expect(await text(files.get("gen/copy.txt"))).toBe("from sub\n");
+  });
+});
+
 describe("Execute: results", () => {
   test("inline bytes have one budget per response and are never stored in the action cache (M6)", async () => {
     const root = await putDirectory(h.cas, {});
@@ -144,6 +206,31 @@ describe("Execute: results", () => {
     expect(res.result!.outputDirectories).toEqual([]);
     expect(await h.ac.get("", actionDigest)).toBeUndefined();
   });
+
+  test("stdout over the cap: RESOURCE_EXHAUSTED naming the cap, the stdout up to it stored, nothing cached", async () => {
+    const cap = 64 * 1024;
+    const capped = await startExecHarness({ maxStdStreamBytes: cap });
+    try {
+      const root = await putDirectory(capped.cas, {});
+      const actionDigest = await putAction(
+        capped.cas,
+        { argv: [sh, "-c", "echo to stderr >&2; head -c 1000000 /dev/zero | tr '\\0' a; sleep 30"], env: { PATH: bin } },
+        root,
+        { salt: salt() },
+      );
+      const res = lastResponse(await capped.clients.execute({ actionDigest }));
+      expect(res.status?.code).toBe(GrpcCode.RESOURCE_EXHAUSTED);
+      expect(res.message).toContain(`more than ${cap} bytes to stdout or stderr`);
+      const out = res.result!.stdoutDigest!;
+      expect(out.sizeBytes).toBe(cap);
+      expect(Buffer.from(await capped.cas.get({ fn: "sha256", hash: out.hash, sizeBytes: out.sizeBytes })).equals(Buffer.alloc(cap, "a"))).toBe(true);
+      const err = res.result!.stderrDigest!;
+      expect(new TextDecoder().decode(await capped.cas.get({ fn: "sha256", hash: err.hash, sizeBytes: err.sizeBytes }))).toBe("to stderr\n");
+      expect(await capped.ac.get("", actionDigest)).toBeUndefined();
+    } finally {
+      await capped.close();
+    }
+  }, 30_000);
 
   test("a do_not_cache action is never answered from the action cache (L6)", async () => {
     const root = await putDirectory(h.cas, {});
