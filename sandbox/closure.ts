@@ -74,10 +74,9 @@ export class ClosureResolver {
 
   /** The store path containing `path` (which may point inside it). */
   toStorePath(path: string): string {
-    const match = this.#storePathRe.exec(path);
-    const rest = match ? path.slice(match[0].length) : "";
-    if (!match || (rest !== "" && !rest.startsWith("/"))) throw new NotAStorePathError(path, this.storeDir);
-    return match[0];
+    const storePath = matchStorePath(this.#storePathRe, path);
+    if (storePath === undefined) throw new NotAStorePathError(path, this.storeDir);
+    return storePath;
   }
 
   /**
@@ -152,6 +151,23 @@ export function makeClosure(paths: Iterable<string>): Closure {
   const hasher = new Bun.CryptoHasher("sha256");
   hasher.update(sorted.join("\n"));
   return { paths: sorted, hash: hasher.digest("hex") };
+}
+
+/**
+ * The store path containing `path` (which may point inside it), or undefined
+ * when `path` does not have the shape of one: `<storeDir>/<32-character
+ * hash>-<name>` followed by nothing or `/…`. Checks the shape only; whether
+ * Nix knows the path is for ClosureResolver.resolve to say.
+ */
+export function parseStorePath(path: string, storeDir: string = DEFAULT_STORE_DIR): string | undefined {
+  return matchStorePath(new RegExp(`^${escapeRegExp(storeDir.replace(/\/+$/, ""))}/${HASH_PART}-${NAME_PART}`), path);
+}
+
+function matchStorePath(re: RegExp, path: string): string | undefined {
+  const match = re.exec(path);
+  if (!match) return undefined;
+  const rest = path.slice(match[0].length);
+  return rest === "" || rest.startsWith("/") ? match[0] : undefined;
 }
 
 /**

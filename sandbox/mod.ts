@@ -12,6 +12,7 @@ export {
   UnknownStorePathError,
   findStorePathRefs,
   makeClosure,
+  parseStorePath,
 } from "./closure";
 export type { ClosureResolverOptions } from "./closure";
 export { DEFAULT_VIEWS_DIR, collectClosureViews, ensureClosureView } from "./closure-view";

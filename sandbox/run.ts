@@ -339,13 +339,19 @@ class StreamFile {
 
 async function pump(stream: ReadableStream<Uint8Array>, file: StreamFile, max: number, onOverflow: () => void): Promise<void> {
   let written = 0;
+  let overflowed = false;
   for await (const chunk of stream) {
-    if (written >= max) continue; // keep draining so the action never blocks on a full pipe
+    if (overflowed) continue; // keep draining so the action never blocks on a full pipe
     const room = max - written;
     const part = chunk.byteLength > room ? chunk.subarray(0, room) : chunk;
     if (part.byteLength > 0) await (await file.handle()).write(part);
     written += part.byteLength;
-    if (chunk.byteLength > room) onOverflow();
+    // Also when an earlier chunk filled the cap exactly (pipe reads are 64
+    // KiB, often the cap's own multiple): any byte beyond it is the overflow.
+    if (chunk.byteLength > room) {
+      overflowed = true;
+      onOverflow();
+    }
   }
 }
 

@@ -100,7 +100,7 @@ export const SERVE: CommandSpec = {
       kind: "string",
       metavar: "STOREPATH",
       repeatable: true,
-      help: "Nix store path whose closure actions may see; repeatable",
+      help: "Nix store path (already in the store) whose closure actions see when they set no nix-closure platform property, besides store paths their argv or environment names; repeatable",
     },
     {
       name: "action-timeout",

@@ -1,6 +1,6 @@
 import { statSync } from "node:fs";
 import { join } from "node:path";
-import { DEFAULT_STORE_DIR, DEFAULT_VIEWS_DIR, removeIdleCgroups } from "../../sandbox/mod";
+import { ClosureResolver, DEFAULT_STORE_DIR, DEFAULT_VIEWS_DIR, UnknownStorePathError, removeIdleCgroups } from "../../sandbox/mod";
 import type { ServeConfig } from "../config/config";
 import type { ActionCache } from "../ac/action-cache";
 import { ClosureCheckingActionCache } from "../ac/closure-checking-action-cache";
@@ -9,6 +9,7 @@ import { createLocalExecution } from "../exec/local-execution";
 import { createExecutionService } from "../grpc/execution-service";
 import type { ServiceEntry } from "../grpc/service-entry";
 import type { Storage } from "../storage/open-storage";
+import { CliError, messageOf } from "./cli-error";
 import { publishExecutorStatus } from "./executor-status";
 import type { Logger } from "./logger";
 
@@ -32,6 +33,7 @@ export interface RunningExecution {
 export const FILE_CACHE_SHARE = 0.1;
 
 export async function startExecution(cfg: ServeConfig, storage: Storage, log: Logger): Promise<RunningExecution> {
+  checkDefaultClosure(cfg.exec.closures);
   const viewsDir = closureViewsDir(cfg.dataDir);
   const { executor, scheduler } = await createLocalExecution({
     cas: storage.cas,
@@ -67,6 +69,28 @@ export async function startExecution(cfg: ServeConfig, storage: Storage, log: Lo
       removeIdleCgroups();
     },
   };
+}
+
+/**
+ * Every `--closure` path must be in the Nix store when lre starts: otherwise
+ * each action relying on the default would fail with the same error, long
+ * after the flag was mistyped. (Its shape was checked with the other flags.)
+ */
+export function checkDefaultClosure(paths: readonly string[], resolver: ClosureResolver = new ClosureResolver()): void {
+  if (paths.length === 0) return;
+  try {
+    resolver.resolve(paths);
+  } catch (err) {
+    if (err instanceof UnknownStorePathError) {
+      const given = err.root === err.path ? `"${err.path}"` : `"${err.root}" (store path "${err.path}")`;
+      throw new CliError(
+        `--closure ${given} is not valid in this machine's Nix store; build or fetch it first (e.g. \`nix-store --realise ${err.path}\`), or leave it out`,
+      );
+    }
+    throw new CliError(`--closure cannot be checked against the Nix store: ${messageOf(err)}`);
+  } finally {
+    resolver.close();
+  }
 }
 
 /**

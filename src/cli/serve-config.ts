@@ -1,4 +1,5 @@
 import { resolve } from "node:path";
+import { parseStorePath } from "../../sandbox/mod";
 import type { LogLevel, ServeConfig } from "../config/config";
 import {
   DEFAULT_ACTION_TIMEOUT_SECONDS,
@@ -40,7 +41,13 @@ export function serveConfigFrom(flags: ParsedFlags, e: Environment): ServeConfig
   }
   const closures = flags.strings("closure");
   for (const c of closures) {
-    if (!c.startsWith("/nix/store/")) throw new UsageError(`--closure "${c}" is not a path under /nix/store`, "serve");
+    // Only the shape here; whether Nix knows the path is checked as the executor starts.
+    if (parseStorePath(c) === undefined) {
+      throw new UsageError(
+        `--closure "${c}" is not a Nix store path: expected /nix/store/<32-character hash>-<name>, as printed by \`nix-build\` or \`nix path-info\``,
+        "serve",
+      );
+    }
   }
   const instanceDigestFunctions: Record<string, DigestFn> = {};
   for (const [instance, fn] of flags.assignments("instance-digest-function")) {

@@ -58,6 +58,7 @@ export async function runServe(cfg: ServeConfig, backend: Backend, io: ServeIo):
     } catch (err) {
       await upstream?.close();
       await storage.close();
+      if (err instanceof CliError) throw err; // already names what to fix
       throw new CliError(`cannot start the executor with data dir "${cfg.dataDir}": ${messageOf(err)}`);
     }
   }

@@ -1,7 +1,7 @@
 import { RpcError } from "../errors";
 import type { Action, Command, Platform } from "../proto/build/bazel/remote/execution/v2/remote_execution";
 import type { Closure } from "../../sandbox/spec";
-import { UnknownStorePathError, findStorePathRefs } from "../../sandbox/mod";
+import { NotAStorePathError, UnknownStorePathError, findStorePathRefs, parseStorePath } from "../../sandbox/mod";
 
 /** The platform property naming an action's Nix closure roots (whitespace-separated store paths). */
 export const CLOSURE_PROPERTY = "nix-closure";
@@ -13,28 +13,45 @@ export interface ClosureSource {
   resolve(roots: string[]): Closure;
 }
 
+/** An action's closure roots, and where each came from (for error messages and cache keys). */
 export interface ClosureRoots {
+  /** Every root, as whole store paths, sorted and without duplicates. */
   readonly roots: readonly string[];
-  /** Where the roots came from, for error messages. */
-  readonly source: "platform" | "command" | "server default";
+  /** From the `nix-closure` platform property. */
+  readonly declared: readonly string[];
+  /** Named in argv or environment values. */
+  readonly named: readonly string[];
+  /**
+   * The server's default roots (`--closure`), when they are among `roots`:
+   * only for actions that declare no `nix-closure`. Not part of the action
+   * digest, so a result made with them must record which ones they were.
+   */
+  readonly defaults: readonly string[];
 }
 
 /**
- * The store paths an action declares, and so the only ones its sandbox sees:
- * the `nix-closure` platform property (Action.platform, else Command.platform,
- * which is the only one Buck2 fills), plus every store path named in argv or
- * environment values, since a command naming `/nix/store/…-gcc/bin/gcc`
- * plainly needs it. With none of those, the server's default roots apply.
+ * The store paths an action's sandbox sees the closure of: the `nix-closure`
+ * platform property (Action.platform, else Command.platform, which is the only
+ * one Buck2 fills) or, when the action declares none, the server's default
+ * roots; plus, either way, every store path named in argv or environment
+ * values, since a command naming `/nix/store/…-gcc/bin/gcc` plainly needs it.
+ * A declaration replaces the default rather than adding to it, so an action
+ * that says what it needs gets exactly that, whatever the server was started with.
  */
 export function closureRootsFor(action: Action, command: Command, defaults: readonly string[]): ClosureRoots {
-  const declared = platformRoots(action.platform) ?? platformRoots(command.platform) ?? [];
-  const named = [
+  const declaredRoots = platformRoots(action.platform) ?? platformRoots(command.platform);
+  const declared = unique((declaredRoots ?? []).map(storePathOf));
+  const named = unique([
     ...command.arguments.flatMap((a) => findStorePathRefs(a)),
     ...command.environmentVariables.flatMap((e) => findStorePathRefs(e.value)),
-  ];
-  const roots = unique([...declared, ...named].map(storePathOf));
-  if (roots.length > 0) return { roots, source: declared.length > 0 ? "platform" : "command" };
-  return { roots: unique(defaults.map(storePathOf)), source: "server default" };
+  ]);
+  const defaultRoots = declaredRoots === undefined ? defaultClosureRoots(defaults) : [];
+  return { roots: unique([...declared, ...named, ...defaultRoots]), declared, named, defaults: defaultRoots };
+}
+
+/** The server's default roots on their own, as whole store paths. */
+export function defaultClosureRoots(defaults: readonly string[]): string[] {
+  return unique(defaults.map(storePathOf));
 }
 
 /**
@@ -42,13 +59,30 @@ export function closureRootsFor(action: Action, command: Command, defaults: read
  * fix, so it is FAILED_PRECONDITION naming the path and how to get it built.
  */
 export function resolveClosure(source: ClosureSource, roots: ClosureRoots): Closure {
+  return resolveRoots(source, roots.roots, roots);
+}
+
+/** Resolves just the server's default roots of `roots` (which must have some); errors as resolveClosure. */
+export function resolveDefaultClosure(source: ClosureSource, roots: ClosureRoots): Closure {
+  return resolveRoots(source, roots.defaults, roots);
+}
+
+function resolveRoots(source: ClosureSource, paths: readonly string[], roots: ClosureRoots): Closure {
   try {
-    return source.resolve([...roots.roots]);
+    return source.resolve([...paths]);
   } catch (err) {
     if (err instanceof UnknownStorePathError) {
       throw RpcError.failedPrecondition(
-        `store path "${err.path}" (from the ${describe(roots.source)}) is not a valid path in this machine's Nix store; ` +
+        `store path "${err.path}" (from the ${originOf(err.path, roots)}) is not a valid path in this machine's Nix store; ` +
           `build or fetch it first (e.g. \`nix-store --realise ${err.path}\` or \`nix build\` of the derivation that produces it), then retry`,
+      );
+    }
+    // Declared and named roots are checked before this; only a default that
+    // bypassed \`lre serve\`'s own check can get here, and it is no client bug.
+    if (err instanceof NotAStorePathError) {
+      throw RpcError.failedPrecondition(
+        `"${err.path}" (from the ${originOf(err.path, roots)}) is not a Nix store path: expected ${STORE_DIR}<32-character hash>-<name>; ` +
+          `name the store path itself, e.g. as printed by \`nix-build\` or \`nix path-info\``,
       );
     }
     throw err;
@@ -82,31 +116,31 @@ function platformRoots(platform: Platform | undefined): string[] | undefined {
   if (values === undefined || values.length === 0) return undefined;
   const roots = values.flatMap((v) => v.split(/\s+/)).filter((s) => s !== "");
   for (const r of roots) {
-    if (!r.startsWith(STORE_DIR) || r.length === STORE_DIR.length) {
-      throw RpcError.invalidArgument(
-        `platform property "${CLOSURE_PROPERTY}" lists "${r}", which is not a path under ${STORE_DIR}`,
+    if (parseStorePath(r) === undefined) {
+      // FAILED_PRECONDITION rather than INVALID_ARGUMENT: to the user a typo
+      // in a store path and a path never built are the same mistake (the
+      // toolchain the action declares is not there), so both get the same
+      // code and the same kind of message. Neither carries MISSING
+      // violations, so Bazel and Buck2 do not retry either.
+      throw RpcError.failedPrecondition(
+        `platform property "${CLOSURE_PROPERTY}" lists "${r}", which is not a Nix store path: expected ` +
+          `${STORE_DIR}<32-character hash>-<name> (optionally followed by /…); list the store paths the action needs, ` +
+          `separated by spaces, as printed by \`nix-build\` or \`nix path-info\``,
       );
     }
   }
   return roots.length > 0 ? roots : undefined;
 }
 
-/** `/nix/store/abc-gcc/bin/gcc` → `/nix/store/abc-gcc`: closures are of whole store paths. */
+/** `/nix/store/abc-gcc/bin/gcc` → `/nix/store/abc-gcc`: closures are of whole store paths. Anything else is kept for resolve to refuse. */
 function storePathOf(p: string): string {
-  if (!p.startsWith(STORE_DIR)) return p;
-  const slash = p.indexOf("/", STORE_DIR.length);
-  return slash === -1 ? p : p.slice(0, slash);
+  return parseStorePath(p) ?? p;
 }
 
-function describe(source: ClosureRoots["source"]): string {
-  switch (source) {
-    case "platform":
-      return `"${CLOSURE_PROPERTY}" platform property or the command line`;
-    case "command":
-      return "command line or environment";
-    case "server default":
-      return "server's default closure (--closure)";
-  }
+function originOf(path: string, roots: ClosureRoots): string {
+  if (roots.declared.includes(path)) return `"${CLOSURE_PROPERTY}" platform property`;
+  if (roots.named.includes(path)) return "command line or environment";
+  return "server's default closure (lre serve --closure)";
 }
 
 function unique(xs: readonly string[]): string[] {

@@ -12,7 +12,6 @@ import type { Digest } from "../digest/digest";
 import { emptyDigest, toWire } from "../digest/digest";
 import { GrpcCode, RpcError } from "../errors";
 import { toStatusProto } from "../grpc/status";
-import { Action, Command } from "../proto/build/bazel/remote/execution/v2/remote_execution";
 import type {
   ActionResult,
   ExecutedActionMetadata,
@@ -20,7 +19,14 @@ import type {
 } from "../proto/build/bazel/remote/execution/v2/remote_execution";
 import type { Timestamp } from "../proto/google/protobuf/timestamp";
 import type { ClosureRoots, ClosureSource } from "./closure-for-action";
-import { closureRootsFor, resolveClosure, undeclaredPathsMessage, undeclaredStorePaths } from "./closure-for-action";
+import {
+  closureRootsFor,
+  defaultClosureRoots,
+  resolveClosure,
+  resolveDefaultClosure,
+  undeclaredPathsMessage,
+  undeclaredStorePaths,
+} from "./closure-for-action";
 import type { DeclaredOutput, OutputLimits } from "./collect-outputs";
 import { DEFAULT_OUTPUT_LIMITS, InlineBudget, MAX_INLINE_RESPONSE_BYTES, OutputBudget, collectOutputs, declaredOutputs, uploadFile } from "./collect-outputs";
 import { CacheLease, FileCache } from "./file-cache";
@@ -120,9 +126,11 @@ export interface PreparedAction {
   readonly timeoutMs: number;
   readonly doNotCache: boolean;
   /**
-   * Set when the closure came from the server's default (`--closure`), which
-   * is not part of the action digest: identifies that closure and the PATH
-   * derived from it, so a result is recorded with the toolchain that made it.
+   * Set when the server's default roots (`--closure`) are among the action's
+   * roots; they are not part of the action digest. Identifies the default
+   * closure alone (what else the action names is in its digest already), so a
+   * result is recorded with the toolchain that made it and compares equal to
+   * currentDefaultClosureHash() while the server runs with that default.
    */
   readonly defaultClosureHash?: string;
 }
@@ -226,7 +234,9 @@ export class LocalExecutor {
       closure,
       timeoutMs,
       doNotCache: action.doNotCache,
-      ...(roots.source === "server default" ? { defaultClosureHash: defaultClosureHash(roots, closure) } : {}),
+      ...(roots.defaults.length > 0
+        ? { defaultClosureHash: defaultClosureHash(roots.defaults, resolveDefaultClosure(this.opts.closures, roots)) }
+        : {}),
     };
   }
 
@@ -268,10 +278,10 @@ export class LocalExecutor {
    * that every such recorded result is stale.
    */
   currentDefaultClosureHash(): string | undefined {
-    const roots = closureRootsFor(NO_ACTION, NO_COMMAND, this.opts.defaultClosureRoots);
-    if (roots.roots.length === 0) return undefined;
+    const roots = defaultClosureRoots(this.opts.defaultClosureRoots);
+    if (roots.length === 0) return undefined;
     try {
-      return defaultClosureHash(roots, this.opts.closures.resolve([...roots.roots]));
+      return defaultClosureHash(roots, this.opts.closures.resolve(roots));
     } catch {
       return undefined;
     }
@@ -622,9 +632,6 @@ function checkArgvAndEnv(argv: readonly string[], env: readonly { name: string; 
 }
 
 /** Identifies a default closure and the PATH derived from it (roots order included). */
-function defaultClosureHash(roots: ClosureRoots, closure: Closure): string {
-  return createHash("sha256").update(`${roots.roots.join("\n")}\0${closure.hash}`).digest("hex").slice(0, 32);
+function defaultClosureHash(defaultRoots: readonly string[], closure: Closure): string {
+  return createHash("sha256").update(`${defaultRoots.join("\n")}\0${closure.hash}`).digest("hex").slice(0, 32);
 }
-
-const NO_ACTION = Action.fromPartial({});
-const NO_COMMAND = Command.fromPartial({});

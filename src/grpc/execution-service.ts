@@ -82,19 +82,11 @@ export function createExecutionService(deps: ExecutionServiceDeps): ServiceEntry
     // never be answered from the cache. An absent or malformed Action is
     // left for prepare to report.
     if (!req.skipCacheLookup && !(await doNotCache(deps.cas, actionDigest))) {
-      const hit = await deps.ac.get(instance, actionDigest);
-      const usable = hit !== undefined && (hit.closureHash === undefined || hit.closureHash === deps.executor.currentDefaultClosureHash?.());
-      deps.onAcLookup?.(usable);
-      if (usable) {
-        const response: ExecuteResponse = {
-          result: hit.result,
-          cachedResult: true,
-          status: undefined,
-          serverLogs: {},
-          message: "",
-        };
+      const hit = await cachedResponse(deps, instance, actionDigest);
+      deps.onAcLookup?.(hit !== undefined);
+      if (hit !== undefined) {
         // Not registered with the scheduler: WaitExecution answers NOT_FOUND and Bazel simply re-executes, hitting again.
-        await writeMessage(call, doneOperation(`operations/${randomUUID()}`, actionDigest, response));
+        await writeMessage(call, doneOperation(`operations/${randomUUID()}`, actionDigest, hit));
         return;
       }
     }
@@ -113,6 +105,22 @@ export function createExecutionService(deps: ExecutionServiceDeps): ServiceEntry
       ...(prepared.doNotCache ? {} : { dedupKey: `${instance}\0${digestKey(actionDigest)}` }),
       reportsExecuting: true,
       run: async ({ queuedAtMs, executing, releaseSlot }) => {
+        // An identical operation may have finished (and left the scheduler,
+        // so nothing could join it) after the lookup above: while this one
+        // was being prepared or waited in the queue. Its result is in the
+        // cache by then, since an operation completes only once its result
+        // is cached, so looking again here is what keeps it from running twice.
+        if (!req.skipCacheLookup && !prepared.doNotCache) {
+          // A failing lookup only costs the saving: the action runs.
+          const hit = await cachedResponse(deps, instance, actionDigest).catch((err: unknown) => {
+            report(`looking up action ${actionDigest.hash} in the action cache again before running it failed`, err);
+            return undefined;
+          });
+          if (hit !== undefined) {
+            deps.executor.discard?.(prepared);
+            return { actionDigest, response: hit };
+          }
+        }
         const response = await deps.executor.execute(prepared, { queuedAtMs, onExecuting: executing });
         // The sandbox and exec dir are done with; waiting for the AC write's
         // fsync needs no job slot, so the next action starts meanwhile. The
@@ -217,6 +225,18 @@ function withoutInlineBytes(result: ActionResult): ActionResult {
     stderrRaw: Buffer.alloc(0),
     outputFiles: result.outputFiles.map((f) => ({ ...f, contents: Buffer.alloc(0) })),
   };
+}
+
+/**
+ * The cached result of an action as an ExecuteResponse, or undefined on a
+ * miss. A result recorded with another server default closure than the
+ * current one was built with another toolchain, and is a miss.
+ */
+async function cachedResponse(deps: ExecutionServiceDeps, instance: string, actionDigest: Digest): Promise<ExecuteResponse | undefined> {
+  const hit = await deps.ac.get(instance, actionDigest);
+  if (hit === undefined) return undefined;
+  if (hit.closureHash !== undefined && hit.closureHash !== deps.executor.currentDefaultClosureHash?.()) return undefined;
+  return { result: hit.result, cachedResult: true, status: undefined, serverLogs: {}, message: "" };
 }
 
 /** Action.do_not_cache, or false when the Action cannot be read (prepare reports that). */

@@ -3,6 +3,7 @@ import { chmodSync, existsSync, mkdirSync, statSync, writeFileSync } from "node:
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { CapabilitiesClient } from "../../src/proto/build/bazel/remote/execution/v2/remote_execution";
+import { ensureNixToolchain } from "../support/nix-fixture";
 import { lre, startServe, stop, tempDir, type Server, BUN } from "./lre-process";
 
 const running: Server[] = [];
@@ -101,6 +102,26 @@ describe("lre serve", () => {
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toContain(`"${sock}" exists and is not a socket`);
   });
+
+  test("a --closure store path Nix does not know is an error naming it, exit 1, before anything listens", async () => {
+    const { toolchainA } = await ensureNixToolchain();
+    const d = tempDir();
+    const unknown = "/nix/store/00000000000000000000000000000000-never-built";
+    const r = await lre(["serve", "--socket", join(d, "lre.sock"), "--data-dir", join(d, "data"), "--closure", toolchainA, "--closure", `${unknown}/bin/sh`]);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain(`--closure "${unknown}/bin/sh" (store path "${unknown}") is not valid in this machine's Nix store`);
+    expect(r.stderr).toContain(`nix-store --realise ${unknown}`);
+    expect(r.stdout).toBe("");
+    expect(existsSync(join(d, "lre.sock"))).toBe(false);
+  }, 60_000);
+
+  test("a --closure store path Nix knows is accepted", async () => {
+    const { toolchainA } = await ensureNixToolchain();
+    const d = tempDir();
+    const s = await serve(["--socket", join(d, "lre.sock"), "--data-dir", join(d, "data"), "--closure", `${toolchainA}/bin/sh`]);
+    expect(await capabilities(`unix:${join(d, "lre.sock")}`)).toBeDefined();
+    expect(await stop(s)).toBe(0);
+  }, 60_000);
 
   test("a data dir that cannot be written is an error naming it, exit 1", async () => {
     const d = tempDir();

@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { MemoryBlobStore } from "../../src/cas/memory-blob-store";
@@ -39,6 +40,21 @@ const collect = (outputs: DeclaredOutput[], options: { inline?: string[]; limit?
     },
     new OutputBudget(options.limit ?? 1 << 30),
   );
+
+/** A listening Unix socket at `path`, as an action's server might leave one; resolves to its closer. */
+function listenOn(path: string): Promise<() => Promise<void>> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(path, () => resolve(() => new Promise<void>((done) => server.close(() => done()))));
+  });
+}
+
+async function mknod(path: string, type: "b" | "c", major: string, minor: string): Promise<() => Promise<void>> {
+  const r = Bun.spawnSync(["mknod", path, type, major, minor], { stderr: "pipe" });
+  if (r.exitCode !== 0) throw new Error(`mknod ${path} failed (run the tests as root): ${r.stderr.toString()}`);
+  return async () => {};
+}
 
 async function casHolds(d: { hash: string; sizeBytes: number } | undefined): Promise<boolean> {
   if (d === undefined) return false;
@@ -209,6 +225,32 @@ describe("collecting outputs", () => {
     const err = await rejection(collect([{ path: "d", kind: "directory" }]));
     expect(err.message).toContain("FIFO");
   });
+
+  // mknod needs CAP_MKNOD: the suite runs as root, as the Nix fixture does.
+  for (const [what, make, kind] of [
+    ["a Unix socket", (path: string) => listenOn(path), "a socket"],
+    ["a character device", (path: string) => mknod(path, "c", "1", "3"), "a device node"],
+    ["a block device", (path: string) => mknod(path, "b", "7", "0"), "a device node"],
+  ] as const) {
+    test(`${what} as an output, or inside an output directory, is rejected naming it`, async () => {
+      mkdirSync(join(root, "d"));
+      const closers = [await make(join(root, "node")), await make(join(root, "d", "node"))];
+      try {
+        for (const [outputs, label] of [
+          [[{ path: "node", kind: "any" }], '"node"'],
+          [[{ path: "node", kind: "file" }], '"node"'],
+          [[{ path: "d", kind: "directory" }], '"d/node"'],
+        ] as const) {
+          const err = await rejection(collect([...outputs]));
+          expect(err.code).toBe(GrpcCode.FAILED_PRECONDITION);
+          expect(err.message).toContain(label);
+          expect(err.message).toContain(`is ${kind}; REAPI outputs can only be regular files, directories and symlinks`);
+        }
+      } finally {
+        for (const close of closers) await close();
+      }
+    });
+  }
 
   test("outputs over the size cap fail with RESOURCE_EXHAUSTED naming the limit", async () => {
     writeFileSync(join(root, "big"), Buffer.alloc(2000));

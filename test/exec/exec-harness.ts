@@ -8,7 +8,7 @@ import { MemoryBlobStore } from "../../src/cas/memory-blob-store";
 import { LocalExecutor } from "../../src/exec/local-executor";
 import { sandboxRuntime } from "../../src/exec/sandbox-runtime";
 import { Scheduler } from "../../src/exec/scheduler";
-import { type ExecutionOutcome, createExecutionService } from "../../src/grpc/execution-service";
+import { type ActionExecutor, type ExecutionOutcome, createExecutionService } from "../../src/grpc/execution-service";
 import { startServer, type RunningServer } from "../../src/grpc/server";
 import { type ReapiClients, createClients } from "../support/grpc-client";
 import { type NixToolchain, ensureNixToolchain } from "../support/nix-fixture";
@@ -49,6 +49,14 @@ export interface HarnessOptions {
   readonly progressIntervalMs?: number;
   /** A shared CAS (e.g. to survive a harness restart). */
   readonly cas?: MemoryBlobStore;
+  /** Cap on each of stdout and stderr (LocalExecutorOptions.maxStdStreamBytes). */
+  readonly maxStdStreamBytes?: number;
+  /**
+   * What the Execution service gets instead of the executor itself: a
+   * decorator that injects a fault or a delay on purpose. The real executor
+   * still does all the work.
+   */
+  readonly wrapExecutor?: (executor: LocalExecutor) => ActionExecutor;
 }
 
 export async function startExecHarness(options: HarnessOptions = {}): Promise<ExecHarness> {
@@ -69,13 +77,14 @@ export async function startExecHarness(options: HarnessOptions = {}): Promise<Ex
     maxTimeoutMs: options.maxTimeoutMs ?? 600_000,
     killGraceMs: 500,
     workerName: "lre-test-worker",
+    ...(options.maxStdStreamBytes === undefined ? {} : { maxStdStreamBytes: options.maxStdStreamBytes }),
   });
   const scheduler = new Scheduler<ExecutionOutcome>({ jobs: options.jobs ?? 4 });
   const digests = { defaultDigestFn: "sha256" as const };
   const service = createExecutionService({
     cas,
     ac,
-    executor,
+    executor: options.wrapExecutor?.(executor) ?? executor,
     scheduler,
     digests,
     progressIntervalMs: options.progressIntervalMs ?? 10_000,

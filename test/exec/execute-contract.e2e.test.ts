@@ -8,13 +8,14 @@ import { missingSubject, toWire } from "../../src/digest/digest";
 import { GrpcCode } from "../../src/errors";
 import { startDiskCollection } from "../../src/exec/disk-collector";
 import { createLocalExecution } from "../../src/exec/local-execution";
-import { EXECUTE_RESPONSE_TYPE_URL } from "../../src/grpc/execution-service";
+import type { LocalExecutor } from "../../src/exec/local-executor";
+import { type ActionExecutor, EXECUTE_RESPONSE_TYPE_URL } from "../../src/grpc/execution-service";
 import { ActionResult, ExecuteResponse } from "../../src/proto/build/bazel/remote/execution/v2/remote_execution";
 import type { Operation } from "../../src/proto/google/longrunning/operations";
 import { PreconditionFailure } from "../../src/proto/google/rpc/error_details";
 import { rpcError } from "../support/grpc-client";
 import { type ExecHarness, startExecHarness } from "./exec-harness";
-import { putAction, putBytes, putDirectory } from "./helpers";
+import { type CommandSpec, putAction, putBytes, putDirectory } from "./helpers";
 
 function lastResponse(ops: Operation[]): ExecuteResponse {
   const last = ops[ops.length - 1]!;
@@ -50,6 +51,39 @@ describe("Execute: inputs", () => {
     const res = lastResponse(await h.clients.execute({ actionDigest, inlineStdout: true }));
     expect(res.status?.code ?? 0).toBe(0);
     expect(res.result!.stdoutRaw.toString()).toBe("hello from toolchain-b\n");
+  });
+
+  for (const executable of [true, false]) {
+    test(`an input with is_executable ${executable} is mode ${executable ? "555" : "444"} inside, and ./tool ${executable ? "runs" : "is refused"}`, async () => {
+      const script = await putBytes(h.cas, `#!${sh}\necho tool ran\n`);
+      const root = await putDirectory(h.cas, { files: [{ name: "tool", digest: script, executable }] });
+      const actionDigest = await putAction(h.cas, { argv: [sh, "-c", "stat -c %a tool; ./tool"], env: { PATH: bin } }, root, { salt: salt() });
+      const res = lastResponse(await h.clients.execute({ actionDigest, inlineStdout: true }));
+      expect(res.status?.code ?? 0).toBe(0);
+      if (executable) {
+        expect(res.result!.exitCode).toBe(0);
+        expect(res.result!.stdoutRaw.toString()).toBe("555\ntool ran\n");
+      } else {
+        expect(res.result!.exitCode).toBe(126); // the shell's "found but cannot execute"
+        expect(res.result!.stdoutRaw.toString()).toBe("444\n");
+      }
+    });
+  }
+
+  test("an output (or working directory) whose path passes through an input file is INVALID_ARGUMENT naming both", async () => {
+    const root = await putDirectory(h.cas, { files: [{ name: "f", digest: await putBytes(h.cas, "an input file\n") }] });
+    const cases: [Partial<CommandSpec>, string][] = [
+      [{ outputPaths: ["f/out.txt"] }, 'Command.output_paths entry "f/out.txt"'],
+      [{ outputFiles: ["f/deeper/out.txt"] }, 'Command.output_files entry "f/deeper/out.txt"'],
+      [{ outputDirectories: ["f/d"] }, 'Command.output_directories entry "f/d"'],
+      [{ workingDirectory: "f", outputPaths: ["out.txt"] }, "Command.working_directory"],
+    ];
+    for (const [cmd, field] of cases) {
+      const actionDigest = await putAction(h.cas, { argv: [sh, "-c", "true"], ...cmd }, root, { salt: salt() });
+      const err = await rpcError(h.clients.execute({ actionDigest }));
+      expect(err.code).toBe(GrpcCode.INVALID_ARGUMENT);
+      expect(err.details).toContain(`${field} passes through "f", which is an input file or symlink, not a directory`);
+    }
   });
 
   test("a relative input symlink escaping the root with .. is still INVALID_ARGUMENT", async () => {
@@ -119,6 +153,35 @@ describe("Execute: commands", () => {
   }
 });
 
+describe("Execute: working directory", () => {
+  test("Command.working_directory: the action runs there, and outputs are named relative to it", async () => {
+    const sub = await putDirectory(h.cas, { files: [{ name: "in.txt", digest: await putBytes(h.cas, "from sub\n") }] });
+    const root = await putDirectory(h.cas, { dirs: [{ name: "sub", digest: sub }] });
+    const actionDigest = await putAction(
+      h.cas,
+      {
+        argv: [sh, "-c", "pwd > cwd.txt; mkdir -p gen/d && cat in.txt > gen/copy.txt && echo x > gen/d/x"],
+        env: { PATH: bin },
+        workingDirectory: "sub",
+        // gen/ is created by the action; lre creates parents of output paths as needed.
+        outputPaths: ["cwd.txt", "gen/copy.txt", "gen/d"],
+      },
+      root,
+      { salt: salt() },
+    );
+    const res = lastResponse(await h.clients.execute({ actionDigest }));
+    expect(res.status?.code ?? 0).toBe(0);
+    expect(res.result!.exitCode).toBe(0);
+    const files = new Map(res.result!.outputFiles.map((f) => [f.path, f.digest]));
+    expect([...files.keys()].sort()).toEqual(["cwd.txt", "gen/copy.txt"]);
+    expect(res.result!.outputDirectories.map((d) => d.path)).toEqual(["gen/d"]);
+    const text = async (d: { hash: string; sizeBytes: number } | undefined) =>
+      new TextDecoder().decode(await h.cas.get({ fn: "sha256", hash: d!.hash, sizeBytes: d!.sizeBytes }));
+    expect(await text(files.get("cwd.txt"))).toBe("/build/root/sub\n");
+    expect(await text(files.get("gen/copy.txt"))).toBe("from sub\n");
+  });
+});
+
 describe("Execute: results", () => {
   test("inline bytes have one budget per response and are never stored in the action cache (M6)", async () => {
     const root = await putDirectory(h.cas, {});
@@ -144,6 +207,31 @@ describe("Execute: results", () => {
     expect(await h.ac.get("", actionDigest)).toBeUndefined();
   });
 
+  test("stdout over the cap: RESOURCE_EXHAUSTED naming the cap, the stdout up to it stored, nothing cached", async () => {
+    const cap = 64 * 1024;
+    const capped = await startExecHarness({ maxStdStreamBytes: cap });
+    try {
+      const root = await putDirectory(capped.cas, {});
+      const actionDigest = await putAction(
+        capped.cas,
+        { argv: [sh, "-c", "echo to stderr >&2; head -c 1000000 /dev/zero | tr '\\0' a; sleep 30"], env: { PATH: bin } },
+        root,
+        { salt: salt() },
+      );
+      const res = lastResponse(await capped.clients.execute({ actionDigest }));
+      expect(res.status?.code).toBe(GrpcCode.RESOURCE_EXHAUSTED);
+      expect(res.message).toContain(`more than ${cap} bytes to stdout or stderr`);
+      const out = res.result!.stdoutDigest!;
+      expect(out.sizeBytes).toBe(cap);
+      expect(Buffer.from(await capped.cas.get({ fn: "sha256", hash: out.hash, sizeBytes: out.sizeBytes })).equals(Buffer.alloc(cap, "a"))).toBe(true);
+      const err = res.result!.stderrDigest!;
+      expect(new TextDecoder().decode(await capped.cas.get({ fn: "sha256", hash: err.hash, sizeBytes: err.sizeBytes }))).toBe("to stderr\n");
+      expect(await capped.ac.get("", actionDigest)).toBeUndefined();
+    } finally {
+      await capped.close();
+    }
+  }, 30_000);
+
   test("a do_not_cache action is never answered from the action cache (L6)", async () => {
     const root = await putDirectory(h.cas, {});
     const actionDigest = await putAction(h.cas, { argv: [sh, "-c", "echo fresh"], env: { PATH: bin } }, root, { salt: salt(), doNotCache: true });
@@ -153,6 +241,145 @@ describe("Execute: results", () => {
     expect(res.cachedResult).toBe(false);
     expect(res.result!.stdoutRaw.toString()).toBe("fresh\n");
   });
+});
+
+/**
+ * The executor, with one fault injected on purpose: the next prepare is held
+ * after it finished, until the test lets it go. Everything else is the real
+ * executor; `runs` counts the actions that really ran.
+ */
+function holdingExecutor() {
+  let next: { reached: () => void; released: Promise<void> } | undefined;
+  let runs = 0;
+  return {
+    runs: () => runs,
+    /** Holds the next prepare; `reached` settles once it is held. */
+    holdNextPrepare(): { reached: Promise<void>; release: () => void } {
+      let reached!: () => void;
+      let release!: () => void;
+      const reachedP = new Promise<void>((r) => (reached = r));
+      next = { reached, released: new Promise<void>((r) => (release = r)) };
+      return { reached: reachedP, release };
+    },
+    wrap: (inner: LocalExecutor): ActionExecutor => ({
+      prepare: async (task) => {
+        const prepared = await inner.prepare(task);
+        const held = next;
+        next = undefined;
+        if (held !== undefined) {
+          held.reached();
+          await held.released;
+        }
+        return prepared;
+      },
+      execute: (prepared, hooks) => {
+        runs++;
+        return inner.execute(prepared, hooks);
+      },
+      queued: (prepared) => inner.queued(prepared),
+      discard: (prepared) => inner.discard(prepared),
+      currentDefaultClosureHash: () => inner.currentDefaultClosureHash(),
+    }),
+  };
+}
+
+describe("Execute: in-flight deduplication", () => {
+  test("an identical action that finished while this one was being prepared answers it from the cache: it runs once", async () => {
+    const gate = holdingExecutor();
+    const d = await startExecHarness({ wrapExecutor: gate.wrap });
+    try {
+      const root = await putDirectory(d.cas, {});
+      const actionDigest = await putAction(d.cas, { argv: [sh, "-c", "echo ran"], env: { PATH: bin } }, root, { salt: salt() });
+      const held = gate.holdNextPrepare();
+      const early = d.clients.execute({ actionDigest, inlineStdout: true });
+      await held.reached; // its cache lookup missed; it is prepared but not yet submitted
+      const other = lastResponse(await d.clients.execute({ actionDigest }));
+      expect(other.cachedResult).toBe(false);
+      expect(gate.runs()).toBe(1);
+      held.release();
+      const res = lastResponse(await early);
+      expect(res.cachedResult).toBe(true);
+      expect(res.status?.code ?? 0).toBe(0);
+      expect(res.result!.stdoutDigest).toEqual(other.result!.stdoutDigest);
+      expect(gate.runs()).toBe(1);
+    } finally {
+      await d.close();
+    }
+  });
+
+  test("with skip_cache_lookup the action runs again even so", async () => {
+    const gate = holdingExecutor();
+    const d = await startExecHarness({ wrapExecutor: gate.wrap });
+    try {
+      const root = await putDirectory(d.cas, {});
+      const actionDigest = await putAction(d.cas, { argv: [sh, "-c", "echo ran"], env: { PATH: bin } }, root, { salt: salt() });
+      const held = gate.holdNextPrepare();
+      const early = d.clients.execute({ actionDigest, skipCacheLookup: true });
+      await held.reached;
+      lastResponse(await d.clients.execute({ actionDigest }));
+      held.release();
+      expect(lastResponse(await early).cachedResult).toBe(false);
+      expect(gate.runs()).toBe(2);
+    } finally {
+      await d.close();
+    }
+  });
+});
+
+describe("Execute: closure roots", () => {
+  const storeListing = (paths: readonly string[]) => paths.map((p) => p.slice("/nix/store/".length)).sort().join("\n") + "\n";
+
+  test("without nix-closure, the server's default and the store paths argv names are both visible", async () => {
+    const root = await putDirectory(h.cas, {});
+    // A bare `sh` (found through the default closure's PATH) reading a file of a path only argv names.
+    const actionDigest = await putAction(h.cas, { argv: ["sh", "-c", `cat ${h.toolchain.outsider}/secret; ls /nix/store`] }, root, { salt: salt() });
+    const res = lastResponse(await h.clients.execute({ actionDigest, inlineStdout: true }));
+    expect(res.status?.code ?? 0).toBe(0);
+    expect(res.result!.exitCode).toBe(0);
+    const [secret, ...listing] = res.result!.stdoutRaw.toString().split(/(?<=\n)/);
+    expect(secret).toBe("outsider: must stay invisible\n");
+    expect(listing.join("")).toBe(storeListing([h.toolchain.toolchainA, h.toolchain.busybox, h.toolchain.outsider]));
+    // The default took part, so the result records it, and it is a hit while the default is unchanged.
+    const recorded = await h.ac.get("", actionDigest);
+    expect(recorded?.closureHash).toBeDefined();
+    expect(recorded?.closureHash).toBe(h.executor.currentDefaultClosureHash()!);
+    expect(lastResponse(await h.clients.execute({ actionDigest })).cachedResult).toBe(true);
+  });
+
+  for (const where of ["Action", "Command"] as const) {
+    test(`a nix-closure declared on the ${where} replaces the server's default (named paths still join)`, async () => {
+      const root = await putDirectory(h.cas, {});
+      const platform = { "nix-closure": h.toolchain.busybox };
+      const actionDigest = await putAction(
+        h.cas,
+        { argv: [`${h.toolchain.busybox}/bin/sh`, "-c", `ls /nix/store; cat ${h.toolchain.outsider}/secret`], ...(where === "Command" ? { platform } : {}) },
+        root,
+        { salt: salt(), ...(where === "Action" ? { platform } : {}) },
+      );
+      const res = lastResponse(await h.clients.execute({ actionDigest, inlineStdout: true }));
+      expect(res.result!.exitCode).toBe(0);
+      // Not toolchainA, the harness's default.
+      expect(res.result!.stdoutRaw.toString()).toBe(storeListing([h.toolchain.busybox, h.toolchain.outsider]) + "outsider: must stay invisible\n");
+      // Everything the sandbox saw is in the action digest: nothing to record.
+      expect((await h.ac.get("", actionDigest))?.closureHash).toBeUndefined();
+    });
+  }
+
+  for (const bad of ["/nix/store/garbage", "/nix/store/abc-../x", "/usr/bin"]) {
+    test(`a nix-closure entry ${JSON.stringify(bad)} is FAILED_PRECONDITION naming it and saying what a store path looks like`, async () => {
+      const root = await putDirectory(h.cas, {});
+      const actionDigest = await putAction(
+        h.cas,
+        { argv: [sh, "-c", "true"], platform: { "nix-closure": `${h.toolchain.toolchainA} ${bad}` } },
+        root,
+        { salt: salt() },
+      );
+      const err = await rpcError(h.clients.execute({ actionDigest }));
+      expect(err.code).toBe(GrpcCode.FAILED_PRECONDITION);
+      expect(err.details).toContain(`"nix-closure" lists "${bad}", which is not a Nix store path`);
+      expect(err.details).toContain("/nix/store/<32-character hash>-<name>");
+    });
+  }
 });
 
 describe("Execute: the server's default closure is part of what a cached result means (H2)", () => {

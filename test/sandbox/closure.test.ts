@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { ClosureResolver, NotAStorePathError, UnknownStorePathError, findStorePathRefs, makeClosure } from "../../sandbox/mod";
+import { ClosureResolver, NotAStorePathError, UnknownStorePathError, findStorePathRefs, makeClosure, parseStorePath } from "../../sandbox/mod";
 import { ensureNixToolchain } from "../support/nix-fixture";
 import type { NixToolchain } from "../support/nix-fixture";
 import { tempDir } from "./helpers";
@@ -55,6 +55,16 @@ describe("ClosureResolver", () => {
     expect(() => resolver.resolve(["/usr/bin/gcc"])).toThrow(NotAStorePathError);
     expect(() => resolver.resolve(["/nix/store/tooshort-x"])).toThrow(NotAStorePathError);
     expect(() => resolver.resolve([`${nix.toolchainA}@1`])).toThrow(NotAStorePathError);
+  });
+
+  test("parseStorePath checks the shape only: the store path containing a path, or undefined", () => {
+    expect(parseStorePath(`${nix.toolchainB}/bin/hello`)).toBe(nix.toolchainB);
+    expect(parseStorePath(nix.toolchainB)).toBe(nix.toolchainB);
+    const unknown = "/nix/store/00000000000000000000000000000000-not-built";
+    expect(parseStorePath(unknown)).toBe(unknown);
+    for (const bad of ["/nix/store/garbage", "/nix/store/abc-../x", "/usr/bin", `${nix.toolchainA}@1`, "/nix/store/", "nix/store/x"]) {
+      expect(parseStorePath(bad)).toBeUndefined();
+    }
   });
 
   test("paths added to the store after the resolver opened the database are found", () => {

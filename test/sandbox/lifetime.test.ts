@@ -191,6 +191,21 @@ describe("escaping processes", () => {
     expect(r.stdout.startsWith("lre\nlre\n")).toBe(true);
   });
 
+  test("output that fills the cap exactly in one read and goes on in a later one is still over the cap", async () => {
+    const r = await sh("head -c 65536 /dev/zero; sleep 0.3; echo more; sleep 20", { maxOutputBytes: 65536 });
+    expect(r.outputLimitExceeded).toBe(true);
+    expect(r.timedOut).toBe(false);
+    expect(r.exitCode).not.toBe(0);
+    expect(r.stdout.length).toBe(65536);
+  });
+
+  test("output of exactly the cap is not over it", async () => {
+    const r = await sh("head -c 65536 /dev/zero", { maxOutputBytes: 65536 });
+    expect(r.outputLimitExceeded).toBeUndefined();
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout.length).toBe(65536);
+  });
+
   test("when lre itself is SIGKILLed, its sandboxes die with it", async () => {
     const marker = uniqueMarker();
     const dir = tempDir("parent-dies");
