@@ -16,10 +16,16 @@
         fileset = lib.fileset.unions [ ./package.json ./package-lock.json ];
       };
 
-      # SKETCH, not yet built in CI: npm needs the network, which Nix grants
-      # only to a fixed-output derivation whose hash is pinned. After changing
-      # package-lock.json, build once, copy the hash Nix reports into
-      # outputHash. Install scripts stay off, as in package.json (allowScripts).
+      # npm needs the network, which Nix grants only to a fixed-output
+      # derivation whose hash is pinned. test/build/flake.test.ts runs this
+      # same install and checks the hash below, so a lock file change that
+      # forgets to update it fails CI with the hash to use. (Computed with
+      # Debian's npm; should nixpkgs' npm lay out the tree differently, Nix
+      # reports the hash it got.) `npm install`, not `npm ci`: the lock leaves
+      # out optional packages for other platforms, which `npm ci` insists on.
+      # Install scripts stay off, as in package.json (allowScripts), and
+      # npm's own .package-lock.json is dropped: nothing reads it and its
+      # content differs between npm versions.
       nodeModules = pkgs.stdenvNoCC.mkDerivation {
         pname = "lre-node-modules";
         inherit version;
@@ -28,13 +34,14 @@
         dontConfigure = true;
         buildPhase = ''
           export HOME=$TMPDIR
-          npm ci --ignore-scripts --no-audit --no-fund
+          npm install --ignore-scripts --no-audit --no-fund --no-save
+          rm -f node_modules/.package-lock.json
         '';
         installPhase = "cp -r node_modules $out";
         dontFixup = true; # a fixed output may not refer to other store paths
         outputHashMode = "recursive";
         outputHashAlgo = "sha256";
-        outputHash = lib.fakeHash;
+        outputHash = "1515qh0803ywqw384isx95l6crfsw46fgvn2ks7j70imq0lkfapk";
       };
 
       lre = pkgs.stdenv.mkDerivation {
@@ -51,9 +58,12 @@
         buildPhase = ''
           cp -r ${nodeModules} node_modules
           chmod -R u+w node_modules
-          # The pinned bun from npm expects /lib64/ld-linux; point it at Nix's glibc.
-          autoPatchelf node_modules/bun/bin
-          ./node_modules/.bin/bun scripts/build.ts
+          # With install scripts off, node_modules/.bin/bun is bun's
+          # placeholder; the real binary is the platform package. It expects
+          # /lib64/ld-linux, so point it at Nix's glibc first.
+          bun=node_modules/@oven/bun-linux-x64/bin/bun
+          autoPatchelf $bun
+          $bun scripts/build.ts
         '';
         installPhase = "install -Dm755 dist/lre $out/bin/lre";
         # `bun build --compile` appends the program to the bun executable;
