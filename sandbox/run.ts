@@ -379,16 +379,12 @@ async function writeAllAndClose(fd: number, data: Buffer): Promise<void> {
  */
 async function applyProcessLimit(pid: number, max: number, cgroupParent: string | undefined, created: (dir: string) => void): Promise<void> {
   if (cgroupParent !== undefined) {
+    // takeCgroup hands out only cgroups charged for no task, so the cap is exact.
     const dir = takeCgroup(cgroupParent);
     created(dir);
-    // A reused cgroup may still be charged for exited tasks of an earlier
-    // run that their reaper has not collected yet (bwrap's pid 1 outlives
-    // bwrap and is reaped by the host's init, which can take a second); the
-    // cap leaves room for them, so this run still gets `max` of its own.
-    const lingering = cgroupMax.has(dir) ? Number(readFileSync(join(dir, "pids.current"), "utf8")) || 0 : 0;
-    if (cgroupMax.get(dir) !== max + lingering) {
-      writeFileSync(join(dir, "pids.max"), String(max + lingering));
-      cgroupMax.set(dir, max + lingering);
+    if (cgroupMax.get(dir) !== max) {
+      writeFileSync(join(dir, "pids.max"), String(max));
+      cgroupMax.set(dir, max);
     }
     await writeFile(join(dir, "cgroup.procs"), String(pid));
     return;
@@ -496,9 +492,31 @@ export function removeIdleCgroups(): void {
   }
 }
 
+/**
+ * A kept cgroup whose pids.current is 0. One may still be charged for exited
+ * tasks of its last run that their reaper has not collected yet (bwrap's pid
+ * 1 outlives bwrap and is reaped by the host's init, which can take a second
+ * under load); reusing it then would either squeeze the new run below its cap
+ * or, if the cap made room for those tasks, let the run exceed it once they
+ * are reaped. Such a cgroup stays in the pool for a later run.
+ */
 function takeCgroup(parent: string): string {
-  const idle = idleCgroups.get(parent)?.pop();
-  if (idle !== undefined) return idle;
+  const idle = idleCgroups.get(parent) ?? [];
+  for (let i = idle.length - 1; i >= 0; i--) {
+    const dir = idle[i] as string;
+    let charged: number;
+    try {
+      charged = Number(readFileSync(join(dir, "pids.current"), "utf8"));
+    } catch {
+      idle.splice(i, 1); // removed from under us
+      cgroupMax.delete(dir);
+      continue;
+    }
+    if (charged === 0) {
+      idle.splice(i, 1);
+      return dir;
+    }
+  }
   sweepStaleCgroups(parent);
   const dir = join(parent, `lre-${process.pid}-${++cgroupSeq}`);
   mkdirSync(dir);
@@ -513,7 +531,7 @@ async function releaseCgroup(parent: string, dir: string): Promise<void> {
     let empty: boolean;
     try {
       // cgroup.procs lists live tasks only; exited ones not yet reaped are
-      // still charged in pids.current, which takeCgroup's caller allows for.
+      // still charged in pids.current, which takeCgroup checks before reuse.
       empty = readFileSync(join(dir, "cgroup.procs"), "utf8").trim() === "";
     } catch {
       cgroupMax.delete(dir);
