@@ -52,7 +52,12 @@ export interface RunOptions {
   readonly killGraceMs?: number;
   /** Per stream; beyond it the stream is truncated and the action killed. @default 64 MiB */
   readonly maxOutputBytes?: number;
-  /** Processes (and threads) the sandbox may hold at once. @default 1024 */
+  /**
+   * Processes (and threads) the sandbox may hold at once. With a pids cgroup
+   * the cap also leaves room for tasks of earlier runs that the reused cgroup
+   * is still charged for (exited, not yet reaped by the host's init), so a run
+   * may hold that many more once they are reaped. @default 1024
+   */
   readonly maxProcesses?: number | "unlimited";
   /** A writable pids-cgroup directory to create per-run cgroups in. @default auto-detected */
   readonly pidsCgroupDir?: string;
@@ -379,12 +384,16 @@ async function writeAllAndClose(fd: number, data: Buffer): Promise<void> {
  */
 async function applyProcessLimit(pid: number, max: number, cgroupParent: string | undefined, created: (dir: string) => void): Promise<void> {
   if (cgroupParent !== undefined) {
-    // takeCgroup hands out only cgroups charged for no task, so the cap is exact.
     const dir = takeCgroup(cgroupParent);
     created(dir);
-    if (cgroupMax.get(dir) !== max) {
-      writeFileSync(join(dir, "pids.max"), String(max));
-      cgroupMax.set(dir, max);
+    // A reused cgroup may still be charged for exited tasks of an earlier
+    // run that their reaper has not collected yet (bwrap's pid 1 outlives
+    // bwrap and is reaped by the host's init, which can take a second); the
+    // cap leaves room for them, so this run still gets `max` of its own.
+    const lingering = cgroupMax.has(dir) ? Number(readFileSync(join(dir, "pids.current"), "utf8")) || 0 : 0;
+    if (cgroupMax.get(dir) !== max + lingering) {
+      writeFileSync(join(dir, "pids.max"), String(max + lingering));
+      cgroupMax.set(dir, max + lingering);
     }
     await writeFile(join(dir, "cgroup.procs"), String(pid));
     return;
@@ -492,31 +501,9 @@ export function removeIdleCgroups(): void {
   }
 }
 
-/**
- * A kept cgroup whose pids.current is 0. One may still be charged for exited
- * tasks of its last run that their reaper has not collected yet (bwrap's pid
- * 1 outlives bwrap and is reaped by the host's init, which can take a second
- * under load); reusing it then would either squeeze the new run below its cap
- * or, if the cap made room for those tasks, let the run exceed it once they
- * are reaped. Such a cgroup stays in the pool for a later run.
- */
 function takeCgroup(parent: string): string {
-  const idle = idleCgroups.get(parent) ?? [];
-  for (let i = idle.length - 1; i >= 0; i--) {
-    const dir = idle[i] as string;
-    let charged: number;
-    try {
-      charged = Number(readFileSync(join(dir, "pids.current"), "utf8"));
-    } catch {
-      idle.splice(i, 1); // removed from under us
-      cgroupMax.delete(dir);
-      continue;
-    }
-    if (charged === 0) {
-      idle.splice(i, 1);
-      return dir;
-    }
-  }
+  const idle = idleCgroups.get(parent)?.pop();
+  if (idle !== undefined) return idle;
   sweepStaleCgroups(parent);
   const dir = join(parent, `lre-${process.pid}-${++cgroupSeq}`);
   mkdirSync(dir);
@@ -531,7 +518,7 @@ async function releaseCgroup(parent: string, dir: string): Promise<void> {
     let empty: boolean;
     try {
       // cgroup.procs lists live tasks only; exited ones not yet reaped are
-      // still charged in pids.current, which takeCgroup checks before reuse.
+      // still charged in pids.current, which takeCgroup's caller allows for.
       empty = readFileSync(join(dir, "cgroup.procs"), "utf8").trim() === "";
     } catch {
       cgroupMax.delete(dir);
