@@ -37,9 +37,12 @@ const digestChoices = [...DIGEST_FUNCTIONS];
  * assume a blob they saw survives 3 h after its last use (reliability-targets
  * §4), so this is a flag to lengthen or, knowingly, shorten that promise.
  */
-function protectForFlag(help: string): FlagSpec {
-  return { name: "protect-for", kind: "duration", metavar: "DURATION", help, defaultText: formatDuration(DEFAULT_PROTECT_MS) };
+function protectForFlag(help: string, defaultText = formatDuration(DEFAULT_PROTECT_MS)): FlagSpec {
+  return { name: "protect-for", kind: "duration", metavar: "DURATION", help, defaultText };
 }
+
+/** gc and import run beside or after a server, so they keep what it keeps unless told otherwise. */
+const SERVED_PROTECT_FOR = `the --protect-for of the last lre serve on this data dir, else ${formatDuration(DEFAULT_PROTECT_MS)}`;
 
 export const SERVE: CommandSpec = {
   name: "serve",
@@ -164,7 +167,7 @@ export const GC: CommandSpec = {
   summary: "evict least recently used blobs until the cache is at most SIZE",
   flags: [
     { name: "to", kind: "size", metavar: "SIZE", help: "target size of the cache, e.g. 10GiB (required); missed if only protected blobs remain" },
-    protectForFlag("keep blobs used within DURATION even if that misses --to; 0 evicts by last use alone (see lre serve --protect-for)"),
+    protectForFlag("keep blobs used within DURATION even if that misses --to; 0 evicts by last use alone (see lre serve --protect-for)", SERVED_PROTECT_FOR),
     dataDirFlag,
   ],
 };
@@ -181,7 +184,11 @@ export const STATS: CommandSpec = {
       help: "cache limit to report the size against",
       defaultText: "the --max-cache-size of the last lre serve on this data dir",
     },
-    { name: "json", kind: "bool", help: "print one JSON object instead of text (maxBytes null when no limit is known)" },
+    {
+      name: "json",
+      kind: "bool",
+      help: "print one JSON object instead of text (maxBytes null when no limit is known; protectMs the protection window in force, protectRecorded false when it is the default because no lre serve recorded one)",
+    },
   ],
 };
 
@@ -220,7 +227,7 @@ export const IMPORT: CommandSpec = {
       help: "cache size to respect while adding blobs; give the running server's --max-cache-size",
       defaultText: "as for lre serve",
     },
-    protectForFlag("blobs used within DURATION are never evicted to make room; give the running server's --protect-for"),
+    protectForFlag("blobs used within DURATION are never evicted to make room", SERVED_PROTECT_FOR),
     {
       name: "trust-origin",
       kind: "bool",

@@ -1,4 +1,5 @@
 import { defaultMaxCacheBytes } from "../config/defaults";
+import { formatDuration } from "../config/duration";
 import { formatSize } from "../config/size";
 import { CliError, messageOf } from "./cli-error";
 import { type ExecutorStatus, readExecutorStatus } from "./executor-status";
@@ -31,15 +32,17 @@ export interface StatsOptions {
 }
 
 /**
- * `lre stats`. The cache limit shown is the one the server enforces, which
- * only the server knows: it records its --max-cache-size in the data dir when
- * it starts. This process's own limit is a placeholder needed to open the store.
+ * `lre stats`. The cache limit and protection window shown are the ones the
+ * server enforces, which only the server knows: it records its
+ * --max-cache-size and --protect-for in the data dir when it starts. This
+ * process's own limit is a placeholder needed to open the store.
  */
 export async function runStats(backend: Backend, o: StatsOptions, out: (text: string) => void): Promise<number> {
   const { dataDir } = o;
   const opened = await withStorage(backend, { dataDir, maxBytes: o.maxBytes ?? defaultMaxCacheBytes(dataDir) }, (s) => s.stats());
-  const { servedMaxBytes, maxBytes: _placeholder, ...rest } = opened;
-  const stats: ShownStats = { ...rest, maxBytes: o.maxBytes ?? servedMaxBytes };
+  const { servedMaxBytes, maxBytes: _placeholder, servedProtectMs, ...rest } = opened;
+  // Opened without --protect-for, the store's window is the recorded one or the default: the one gc and import use too.
+  const stats: ShownStats = { ...rest, maxBytes: o.maxBytes ?? servedMaxBytes, protectRecorded: servedProtectMs !== null };
   const executor = readExecutorStatus(dataDir);
   const upstream = readUpstreamStatus(dataDir);
   const upstreamLine = upstream === undefined ? "" : `upstream        ${formatUpstreamStatus(upstream)}\n`;
@@ -47,8 +50,20 @@ export async function runStats(backend: Backend, o: StatsOptions, out: (text: st
   return 0;
 }
 
-/** What `lre stats` shows: maxBytes is the limit in force, null when none is known. */
-export type ShownStats = Omit<StorageStats, "maxBytes" | "servedMaxBytes"> & { maxBytes: number | null };
+/**
+ * What `lre stats` shows: maxBytes is the limit in force, null when none is
+ * known; protectMs the window in force, recorded by lre serve or the default.
+ */
+export type ShownStats = Omit<StorageStats, "maxBytes" | "servedMaxBytes" | "servedProtectMs"> & {
+  maxBytes: number | null;
+  protectRecorded: boolean;
+};
+
+function formatProtection(s: ShownStats): string {
+  const source = s.protectRecorded ? "recorded by the last lre serve" : "the default; no lre serve has recorded one";
+  const rule = s.protectMs === 0 ? "none, blobs are evicted by last use alone" : `blobs used within ${formatDuration(s.protectMs)} are never evicted`;
+  return `${rule} (${source})`;
+}
 
 export function formatStats(dataDir: string, s: ShownStats, e?: ExecutorStatus): string {
   const lookups = s.acHits + s.acMisses;
@@ -56,6 +71,7 @@ export function formatStats(dataDir: string, s: ShownStats, e?: ExecutorStatus):
   return [
     `data dir        ${dataDir}`,
     `cas             ${s.blobs} blobs, ${formatSize(s.bytes)} ${s.maxBytes === null ? "(no limit recorded)" : `of ${formatSize(s.maxBytes)}`}`,
+    `protection      ${formatProtection(s)}`,
     `action cache    ${s.acEntries} entries (${s.acFromSandbox} run by lre, ${s.acFromClients} uploaded by clients)`,
     `lookups         ${s.acHits} hits, ${s.acMisses} misses (${hitRate})`,
     e === undefined

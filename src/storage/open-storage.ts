@@ -4,7 +4,7 @@ import { LmdbActionCache } from "../ac/lmdb-action-cache";
 import type { BlobStore } from "../cas/blob-store";
 import { EmptyBlobStore } from "../cas/empty-blob-store";
 import { LmdbBlobStore } from "../cas/lmdb-blob-store";
-import { SizeBoundedBlobStore } from "../cas/size-bounded-blob-store";
+import { DEFAULT_PROTECT_MS, SizeBoundedBlobStore } from "../cas/size-bounded-blob-store";
 import { VerifyingBlobStore } from "../cas/verifying-blob-store";
 import type { Clock } from "../clock";
 import { systemClock } from "../clock";
@@ -14,13 +14,20 @@ import type { LmdbEnv } from "./lmdb-env";
 export interface StorageOptions {
   dataDir: string;
   maxBytes: number;
+  /**
+   * Blobs used within this window are never evicted. Default: the window the
+   * last serving process recorded, else DEFAULT_PROTECT_MS, so `lre gc` and
+   * `lre import` beside (or after) a server never evict what it promised to keep
+   * nor keep what it was told it may evict.
+   */
   protectMs?: number;
   clock?: Clock;
   inlineMaxBytes?: number;
   /**
-   * This process is `lre serve`: its maxBytes is recorded in the data dir so
-   * `lre stats`, another process opening the store with a limit of its own,
-   * reports the limit the server enforces.
+   * This process is `lre serve`: its maxBytes and protection window are
+   * recorded in the data dir so `lre stats`, another process opening the store
+   * with a limit of its own, reports what the server enforces, and other
+   * processes default to the server's window.
    */
   serving?: boolean;
 }
@@ -32,6 +39,10 @@ export interface StorageStats {
   maxBytes: number;
   /** The limit of the last `lre serve` on this data dir, or null if none has recorded one. */
   servedMaxBytes: number | null;
+  /** The protection window this process evicts with (see StorageOptions.protectMs). */
+  protectMs: number;
+  /** The window of the last `lre serve` on this data dir, or null if none has recorded one. */
+  servedProtectMs: number | null;
   acEntries: number;
   acFromSandbox: number;
   acFromClients: number;
@@ -55,6 +66,7 @@ export interface Storage {
 const HITS = "ac-hits";
 const MISSES = "ac-misses";
 const SERVED_MAX_BYTES = "served-max-bytes";
+const SERVED_PROTECT_MS = "served-protect-ms";
 const COUNTER_FLUSH_MS = 1000;
 
 /**
@@ -74,17 +86,18 @@ export async function openStorage(o: StorageOptions): Promise<Storage> {
       ...(o.inlineMaxBytes === undefined ? {} : { inlineMaxBytes: o.inlineMaxBytes }),
     });
     opened.push(lmdb);
-    const bounded = new SizeBoundedBlobStore(lmdb, {
-      maxBytes: o.maxBytes,
-      clock,
-      ...(o.protectMs === undefined ? {} : { protectMs: o.protectMs }),
-    });
+    // A server given no window uses the default, not its predecessor's: only an explicit choice is carried forward.
+    const protectMs = o.protectMs ?? (o.serving === true ? undefined : env.meta.get(SERVED_PROTECT_MS)) ?? DEFAULT_PROTECT_MS;
+    const bounded = new SizeBoundedBlobStore(lmdb, { maxBytes: o.maxBytes, clock, protectMs });
     await bounded.usage();
     const cas = new VerifyingBlobStore(new EmptyBlobStore(bounded));
-    if (o.serving === true) await env.meta.put(SERVED_MAX_BYTES, o.maxBytes);
+    if (o.serving === true) {
+      await env.meta.put(SERVED_MAX_BYTES, o.maxBytes);
+      await env.meta.put(SERVED_PROTECT_MS, protectMs);
+    }
     const acBase = await LmdbActionCache.open({ dataDir: o.dataDir });
     const ac = new CompletenessCheckingActionCache(acBase, cas);
-    return new OpenStorage(env, lmdb, bounded, cas, acBase, ac);
+    return new OpenStorage(env, lmdb, bounded, protectMs, cas, acBase, ac);
   } catch (err) {
     for (const s of opened) await s.close().catch(() => undefined);
     await env.release();
@@ -102,6 +115,7 @@ class OpenStorage implements Storage {
     private readonly env: LmdbEnv,
     private readonly lmdb: LmdbBlobStore,
     private readonly bounded: SizeBoundedBlobStore,
+    private readonly protectMs: number,
     readonly cas: BlobStore,
     private readonly acBase: LmdbActionCache,
     readonly ac: ActionCache,
@@ -130,6 +144,8 @@ class OpenStorage implements Storage {
       bytes,
       maxBytes: this.bounded.maxBytes,
       servedMaxBytes: this.env.meta.get(SERVED_MAX_BYTES) ?? null,
+      protectMs: this.protectMs,
+      servedProtectMs: this.env.meta.get(SERVED_PROTECT_MS) ?? null,
       acEntries: sandbox + client,
       acFromSandbox: sandbox,
       acFromClients: client,

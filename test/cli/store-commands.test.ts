@@ -82,9 +82,12 @@ describe("lre stats and lre gc", () => {
     const text = await lre(["stats", "--data-dir", dataDir]);
     expect(text.exitCode).toBe(0);
     expect(text.stdout).toContain("cas             0 blobs, 0 B (no limit recorded)\n");
+    expect(text.stdout).toContain("protection      blobs used within 3h are never evicted (the default; no lre serve has recorded one)\n");
     expect(text.stdout).toContain("action cache    3 entries (2 run by lre, 1 uploaded by clients)\n");
     expect(JSON.parse((await lre(["stats", "--data-dir", dataDir, "--json"])).stdout)).toMatchObject({
       maxBytes: null,
+      protectMs: 3 * 3600_000,
+      protectRecorded: false,
       acEntries: 3,
       acFromSandbox: 2,
       acFromClients: 1,
@@ -94,7 +97,7 @@ describe("lre stats and lre gc", () => {
     expect(given.stdout).toContain("cas             0 blobs, 0 B of 20 GiB\n");
   });
 
-  test("gc keeps blobs used within --protect-for (3h by default); --protect-for 0 evicts them", async () => {
+  test("gc keeps blobs used within --protect-for (3h by default when no lre serve recorded one); --protect-for 0 evicts them", async () => {
     const dataDir = join(tempDir(), "data");
     const storage = await openStorage({ dataDir, maxBytes: 1 << 30 });
     const data = Buffer.from("used a moment ago");
@@ -130,6 +133,51 @@ describe("lre stats and lre gc", () => {
     }
     const stats = await lre(["stats", "--data-dir", dataDir, "--json"]);
     expect(JSON.parse(stats.stdout)).toMatchObject({ blobs: 1, bytes: 60 });
+  });
+
+  test("gc and import default to the --protect-for of the last lre serve, which stats shows", async () => {
+    const d = tempDir();
+    const sock = join(d, "lre.sock");
+    const dataDir = join(d, "data");
+    const [served, bundled] = [Buffer.alloc(60, "a"), Buffer.alloc(60, "b")];
+    const server = await startServe(["--socket", sock, "--data-dir", dataDir, "--no-exec", "--protect-for", "0"]);
+    try {
+      await putBlob(sock, served);
+    } finally {
+      expect(await stop(server)).toBe(0);
+    }
+
+    const text = await lre(["stats", "--data-dir", dataDir]);
+    expect(text.stdout).toContain("protection      none, blobs are evicted by last use alone (recorded by the last lre serve)\n");
+    expect(JSON.parse((await lre(["stats", "--data-dir", dataDir, "--json"])).stdout)).toMatchObject({ protectMs: 0, protectRecorded: true });
+
+    // A bundle whose blob fits in a 100-byte cache only if the served blob, used a moment ago, is evicted.
+    const source = join(d, "source");
+    const storage = await openStorage({ dataDir: source, maxBytes: 1 << 30 });
+    await storage.cas.put(digestOf("sha256", bundled), bundled);
+    await storage.close();
+    const bundle = join(d, "one.lrebundle");
+    expect((await lre(["export", bundle, "--data-dir", source])).exitCode).toBe(0);
+
+    // An explicit window still wins over the recorded one.
+    const refused = await lre(["import", bundle, "--max-cache-size", "100", "--protect-for", "3h", "--data-dir", dataDir]);
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stderr).toContain("the CAS is full");
+    const kept = await lre(["gc", "--to", "1", "--protect-for", "3h", "--data-dir", dataDir]);
+    expect(kept.stdout).toBe("evicted 0 blobs (0 B); cache is now 60 B\n");
+
+    const imported = await lre(["import", bundle, "--max-cache-size", "100", "--data-dir", dataDir]);
+    expect(imported.exitCode).toBe(0);
+    expect(imported.stdout).toBe("added 1 blobs (60 B) and 0 action results; 0 already present\n");
+    const evicted = await lre(["gc", "--to", "1", "--data-dir", dataDir]);
+    expect(evicted.exitCode).toBe(0);
+    expect(evicted.stdout).toBe("evicted 1 blobs (60 B); cache is now 0 B\n");
+
+    const recorded = await startServe(["--socket", sock, "--data-dir", dataDir, "--no-exec", "--protect-for", "1h30m"]);
+    expect(await stop(recorded)).toBe(0);
+    expect((await lre(["stats", "--data-dir", dataDir])).stdout).toContain(
+      "protection      blobs used within 1h30m are never evicted (recorded by the last lre serve)\n",
+    );
   });
 
   test("a data dir that cannot be opened is an error naming it, exit 1", async () => {

@@ -134,7 +134,7 @@ describe("openStorage", () => {
     s.recordAcLookup(false);
     const local = await s.stats();
     expect(local).toEqual({
-      blobs: 3, bytes: 5100, maxBytes: 1 << 20, servedMaxBytes: null, acEntries: 2, acFromSandbox: 1, acFromClients: 1, acHits: 1, acMisses: 2,
+      blobs: 3, bytes: 5100, maxBytes: 1 << 20, servedMaxBytes: null, protectMs: 3 * 3600_000, servedProtectMs: null, acEntries: 2, acFromSandbox: 1, acFromClients: 1, acHits: 1, acMisses: 2,
     });
 
     const script = `
@@ -172,5 +172,31 @@ describe("openStorage", () => {
     const after = await openStorage({ dataDir, maxBytes: 2000 });
     expect(await after.stats()).toMatchObject({ maxBytes: 2000, servedMaxBytes: 5 << 20 });
     await after.close();
+  });
+
+  test("a serving process records its protection window; others evict with it unless given their own", async () => {
+    const dataDir = await tempDir();
+    const clock = new ManualClock();
+    const blob = blobOf(100, 1);
+    const server = await openStorage({ dataDir, maxBytes: 1 << 20, clock, protectMs: 60_000, serving: true });
+    await server.cas.put(blob.digest, blob.data);
+    await server.close();
+    clock.advance(120_000);
+
+    // 2 min after its last use: outside the server's 1 min window, inside the 3 h default.
+    const explicit = await openStorage({ dataDir, maxBytes: 1 << 20, clock, protectMs: 3 * 3600_000 });
+    expect(await explicit.stats()).toMatchObject({ protectMs: 3 * 3600_000, servedProtectMs: 60_000 });
+    expect((await explicit.gc(0)).evictedBlobs).toBe(0);
+    await explicit.close();
+
+    const inherited = await openStorage({ dataDir, maxBytes: 1 << 20, clock });
+    expect(await inherited.stats()).toMatchObject({ protectMs: 60_000, servedProtectMs: 60_000 });
+    expect((await inherited.gc(0)).evictedBlobs).toBe(1);
+    await inherited.close();
+
+    // A server is not bound by its predecessor: without a window of its own it has (and records) the default.
+    const next = await openStorage({ dataDir, maxBytes: 1 << 20, serving: true });
+    expect(await next.stats()).toMatchObject({ protectMs: 3 * 3600_000, servedProtectMs: 3 * 3600_000 });
+    await next.close();
   });
 });
