@@ -224,8 +224,8 @@ export const IMPORT: CommandSpec = {
       name: "max-cache-size",
       kind: "size",
       metavar: "SIZE",
-      help: "cache size to respect while adding blobs; give the running server's --max-cache-size",
-      defaultText: "as for lre serve",
+      help: "cache size to respect while adding blobs",
+      defaultText: "the --max-cache-size of the last lre serve on this data dir, else as for lre serve",
     },
     protectForFlag("blobs used within DURATION are never evicted to make room", SERVED_PROTECT_FOR),
     {

@@ -20,9 +20,13 @@ export async function runImport(
 ): Promise<number> {
   const file = singleFile(operands, "import");
   const dataDir = dataDirFrom(flags, e);
-  const maxBytes = flags.number("max-cache-size") ?? defaultMaxCacheBytes(dataDir);
   const protectMs = flags.number("protect-for");
-  const options = { dataDir, maxBytes, ...(protectMs === undefined ? {} : { protectMs }) };
+  const options = {
+    dataDir,
+    maxBytes: flags.number("max-cache-size") ?? ("as served" as const),
+    defaultMaxBytes: defaultMaxCacheBytes(dataDir),
+    ...(protectMs === undefined ? {} : { protectMs }),
+  };
   const s = await withStorage(backend, options, async (storage) => {
     const ac = await LmdbActionCache.open({ dataDir });
     try {

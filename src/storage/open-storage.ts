@@ -13,7 +13,14 @@ import type { LmdbEnv } from "./lmdb-env";
 
 export interface StorageOptions {
   dataDir: string;
-  maxBytes: number;
+  /**
+   * The size limit; "as served" takes the one the last serving process
+   * recorded (so `lre import` beside a server respects the server's limit),
+   * else `defaultMaxBytes`.
+   */
+  maxBytes: number | "as served";
+  /** With maxBytes "as served" and nothing recorded. */
+  defaultMaxBytes?: number;
   /**
    * Blobs used within this window are never evicted. Default: the window the
    * last serving process recorded, else DEFAULT_PROTECT_MS, so `lre gc` and
@@ -88,11 +95,13 @@ export async function openStorage(o: StorageOptions): Promise<Storage> {
     opened.push(lmdb);
     // A server given no window uses the default, not its predecessor's: only an explicit choice is carried forward.
     const protectMs = o.protectMs ?? (o.serving === true ? undefined : env.meta.get(SERVED_PROTECT_MS)) ?? DEFAULT_PROTECT_MS;
-    const bounded = new SizeBoundedBlobStore(lmdb, { maxBytes: o.maxBytes, clock, protectMs });
+    const maxBytes = o.maxBytes !== "as served" ? o.maxBytes : (env.meta.get(SERVED_MAX_BYTES) ?? o.defaultMaxBytes);
+    if (maxBytes === undefined) throw new TypeError('openStorage: maxBytes "as served" needs defaultMaxBytes');
+    const bounded = new SizeBoundedBlobStore(lmdb, { maxBytes, clock, protectMs });
     await bounded.usage();
     const cas = new VerifyingBlobStore(new EmptyBlobStore(bounded));
     if (o.serving === true) {
-      await env.meta.put(SERVED_MAX_BYTES, o.maxBytes);
+      await env.meta.put(SERVED_MAX_BYTES, maxBytes);
       await env.meta.put(SERVED_PROTECT_MS, protectMs);
     }
     const acBase = await LmdbActionCache.open({ dataDir: o.dataDir });

@@ -180,6 +180,30 @@ describe("lre stats and lre gc", () => {
     );
   });
 
+  test("import respects the --max-cache-size of the last lre serve unless given one", async () => {
+    const d = tempDir();
+    const sock = join(d, "lre.sock");
+    const dataDir = join(d, "data");
+    const blob = Buffer.alloc(200, "c");
+    // A server that allows 100 bytes, so the 200-byte blob never fits.
+    const server = await startServe(["--socket", sock, "--data-dir", dataDir, "--no-exec", "--max-cache-size", "100"]);
+    expect(await stop(server)).toBe(0);
+
+    const source = join(d, "source");
+    const storage = await openStorage({ dataDir: source, maxBytes: 1 << 30 });
+    await storage.cas.put(digestOf("sha256", blob), blob);
+    await storage.close();
+    const bundle = join(d, "big.lrebundle");
+    expect((await lre(["export", bundle, "--data-dir", source])).exitCode).toBe(0);
+
+    const refused = await lre(["import", bundle, "--data-dir", dataDir]);
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stderr).toContain("larger than the whole CAS (maxBytes 100)");
+    const allowed = await lre(["import", bundle, "--max-cache-size", "1KiB", "--data-dir", dataDir]);
+    expect(allowed.exitCode).toBe(0);
+    expect(allowed.stdout).toBe("added 1 blobs (200 B) and 0 action results; 0 already present\n");
+  });
+
   test("a data dir that cannot be opened is an error naming it, exit 1", async () => {
     const r = await lre(["stats", "--data-dir", "/proc/lre-data"]);
     expect(r.exitCode).toBe(1);
