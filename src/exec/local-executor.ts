@@ -29,6 +29,8 @@ import {
 } from "./closure-for-action";
 import type { DeclaredOutput, OutputLimits } from "./collect-outputs";
 import { DEFAULT_OUTPUT_LIMITS, InlineBudget, MAX_INLINE_RESPONSE_BYTES, OutputBudget, collectOutputs, declaredOutputs, uploadFile } from "./collect-outputs";
+import { DiskFloorGuard } from "./disk-floor";
+import type { DiskFloorOptions, WatchedRun } from "./disk-floor";
 import { CacheLease, FileCache } from "./file-cache";
 import type { ActionInputs, InputTree, InputTreeLimits } from "./input-tree";
 import { DEFAULT_INPUT_TREE_LIMITS, loadActionInputs, missingError, walkInputTree } from "./input-tree";
@@ -51,6 +53,8 @@ export interface SandboxRunOptions {
   readonly maxOutputBytes?: number;
   /** A stream that stays empty leaves no file at its path; the path must not exist beforehand. */
   readonly lazyStreamFiles?: boolean;
+  /** Aborting kills the sandbox at once (no grace period). */
+  readonly signal?: AbortSignal;
 }
 
 export interface SandboxRunResult {
@@ -58,6 +62,8 @@ export interface SandboxRunResult {
   readonly signal?: string;
   readonly timedOut: boolean;
   readonly outputLimitExceeded?: boolean;
+  /** Killed because `signal` fired. */
+  readonly aborted?: boolean;
   readonly wallMs: number;
 }
 
@@ -100,6 +106,12 @@ export interface LocalExecutorOptions {
    * digest and its tree is read again when it starts. @default 2,000,000
    */
   readonly maxRetainedTreeNodes?: number;
+  /**
+   * Free space kept on the data dir's disk while actions run (see
+   * disk-floor.ts). @default defaultDiskFloor: 2% of the filesystem, at least
+   * 1 GiB, at most a tenth of it
+   */
+  readonly diskFloor?: Omit<DiskFloorOptions, "dir">;
 }
 
 /** What Execute asked for besides the action itself. */
@@ -182,6 +194,7 @@ export class LocalExecutor {
   private seq = 0;
   /** PATH built from a closure's bin directories, by closure hash and roots. */
   private readonly closurePaths = new Map<string, string>();
+  private readonly diskFloor: DiskFloorGuard;
 
   constructor(private readonly opts: LocalExecutorOptions) {
     this.clock = opts.clock ?? systemClock;
@@ -195,6 +208,7 @@ export class LocalExecutor {
     this.maxTimeoutMs = opts.maxTimeoutMs ?? 180 * MINUTE;
     this.prepares = new Semaphore(opts.maxConcurrentPrepares ?? 16);
     this.maxRetainedTreeNodes = opts.maxRetainedTreeNodes ?? 2_000_000;
+    this.diskFloor = new DiskFloorGuard({ ...opts.diskFloor, dir: opts.dataDir });
   }
 
   /** Phase one: fetch and validate everything; throws RpcError for anything the client must fix. */
@@ -303,11 +317,14 @@ export class LocalExecutor {
     let staged: StagedInputs | undefined;
     let keep = false;
     let response: ExecuteResponse;
+    let watched: WatchedRun | undefined;
     try {
       meta.mark("workerStart");
       meta.mark("inputFetchStart");
       let view: string;
       try {
+        // Staging writes to the same disk; a disk already below the floor would only fail later, less clearly.
+        await this.diskFloor.admit();
         const tree = await this.takeTree(prepared);
         await mkdir(dir, { recursive: true });
         // Both are awaited even when one fails early, so neither is still
@@ -331,19 +348,30 @@ export class LocalExecutor {
       const stderrPath = join(dir, "stderr");
       meta.mark("executionStart");
       hooks.onExecuting?.();
-      const run = await this.opts.sandbox.run(spec, {
+      const kill = new AbortController();
+      let stoppedFor: RpcError | undefined;
+      watched = this.diskFloor.watch(dir, (reason) => {
+        stoppedFor = reason;
+        kill.abort();
+      });
+      const sandboxRun = await this.opts.sandbox.run(spec, {
         stdoutPath,
         stderrPath,
         timeoutMs: prepared.timeoutMs,
         killGraceMs: this.opts.killGraceMs ?? 5_000,
         maxOutputBytes: this.opts.maxStdStreamBytes ?? 1024 * 1024 * 1024,
         lazyStreamFiles: true,
+        signal: kill.signal,
       });
+      watched.ended();
       meta.mark("executionCompleted");
+      // Only when the kill is what ended it: a stop that lands after the exit changes nothing.
+      const diskStop = sandboxRun.aborted === true ? stoppedFor : undefined;
 
       meta.mark("outputUploadStart");
-      response = await this.upload(prepared, run, root, stdoutPath, stderrPath, staged!, lease, meta);
-      keep = (this.opts.keepFailedDirs ?? false) && (response.result?.exitCode !== 0 || response.status !== undefined);
+      response = await this.upload(prepared, sandboxRun, diskStop, root, stdoutPath, stderrPath, staged!, lease, meta);
+      // The dir of an action stopped for space is removed regardless: keeping it would keep the disk full.
+      keep = (this.opts.keepFailedDirs ?? false) && diskStop === undefined && (response.result?.exitCode !== 0 || response.status !== undefined);
       return response;
     } catch (err) {
       return (response = failure(err, "running the action failed", meta));
@@ -352,6 +380,7 @@ export class LocalExecutor {
         if (staged !== undefined) await unlinkSharedInputs(dir, staged, this.fileCache).catch(() => undefined);
         await removeTree(dir);
       }
+      watched?.release();
       // A modification found by another action while this one cleaned up still counts.
       if (lease.modified.length > 0 && response!.status === undefined) {
         const err = modifiedInputError(lease);
@@ -368,6 +397,7 @@ export class LocalExecutor {
   private async upload(
     prepared: PreparedAction,
     run: SandboxRunResult,
+    diskStop: RpcError | undefined,
     root: string,
     stdoutPath: string,
     stderrPath: string,
@@ -399,24 +429,28 @@ export class LocalExecutor {
       set(f.digest, f.bytes !== undefined && inlineBudget.take(f.bytes.byteLength) ? f.bytes : undefined);
     }
 
-    try {
-      const outputs = await collectOutputs(
-        this.opts.cas,
-        {
-          root,
-          workingDirectory: inputs.command.workingDirectory,
-          outputs: prepared.outputs,
-          fn,
-          inlineOutputFiles: task.inlineOutputFiles ?? [],
-          inlineBudget,
-          sandboxRoot: SANDBOX_ROOT,
-        },
-        budget,
-        limits,
-      );
-      Object.assign(result, outputs);
-    } catch (err) {
-      status = err instanceof RpcError ? err : RpcError.internal(`collecting outputs failed: ${String(err)}`, err);
+    // After a stop for disk space the outputs are what filled the disk;
+    // copying them into the CAS, on the same disk, would undo the stop.
+    if (diskStop === undefined) {
+      try {
+        const outputs = await collectOutputs(
+          this.opts.cas,
+          {
+            root,
+            workingDirectory: inputs.command.workingDirectory,
+            outputs: prepared.outputs,
+            fn,
+            inlineOutputFiles: task.inlineOutputFiles ?? [],
+            inlineBudget,
+            sandboxRoot: SANDBOX_ROOT,
+          },
+          budget,
+          limits,
+        );
+        Object.assign(result, outputs);
+      } catch (err) {
+        status = err instanceof RpcError ? err : RpcError.internal(`collecting outputs failed: ${String(err)}`, err);
+      }
     }
 
     await this.fileCache.checkAfterRun(staged.shared);
@@ -432,6 +466,10 @@ export class LocalExecutor {
         GrpcCode.DEADLINE_EXCEEDED,
         `the action ran longer than its timeout of ${s} s and was killed; its output so far is in the result. Raise Action.timeout if it needs longer`,
       );
+      messages.push(status.message);
+    }
+    if (diskStop !== undefined) {
+      status = diskStop;
       messages.push(status.message);
     }
     if (run.exitCode !== 0 || run.timedOut) {
