@@ -8,6 +8,8 @@
  * tests run in order and each says what it expects of the cache before it.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BazelWorkspace, countOf, type ProcessSummary } from "../support/bazel";
 import { startLre, type LreServer } from "../support/lre-server";
@@ -27,6 +29,7 @@ function actionCount(summary: ProcessSummary): number {
 }
 
 let lre: LreServer | undefined;
+let guarded: LreServer | undefined;
 let ws: BazelWorkspace | undefined;
 
 function server(): LreServer {
@@ -44,8 +47,15 @@ async function cleanBuild(remoteFlags: readonly string[]) {
   return workspace().build(TARGETS, remoteFlags);
 }
 
+/** Tokens of the guarded server (--token-file): one may write, one may only read. */
+const WRITER = "w".repeat(20) + "0123456789abcdef";
+const READER = "r".repeat(20) + "0123456789abcdef";
+
 beforeAll(async () => {
   lre = await startLre({ tcp: true });
+  const tokens = join(mkdtempSync(join(tmpdir(), "lre-tokens-")), "tokens");
+  writeFileSync(tokens, `${WRITER} read,write\n${READER} read\n`, { mode: 0o600 });
+  guarded = await startLre({ tcp: true, args: ["--no-exec", "--token-file", tokens] });
   ws = await BazelWorkspace.create({ copyFrom: FIXTURE });
 }, 600_000);
 
@@ -55,6 +65,7 @@ afterAll(async () => {
     await ws?.dispose();
   } finally {
     await lre?.dispose();
+    await guarded?.dispose();
   }
 }, 120_000);
 
@@ -156,5 +167,41 @@ describe("Bazel 4.2.3 with --remote_proxy=unix:<socket>", () => {
     const second = await cleanBuild(flags);
     expect(countOf(second.summary, "remote cache hit")).toBe(ACTIONS);
     expect(workspace().readOutputs(OUTPUTS)).toEqual(built);
+  }, TEST_TIMEOUT_MS);
+});
+
+describe("Bazel 4.2.3 against lre serve --token-file over loopback TCP", () => {
+  const guardedFlags = (token: string | undefined) => [
+    `--remote_cache=grpc://${guarded?.tcpAddress}`,
+    ...(token === undefined ? [] : [`--remote_header=authorization=Bearer ${token}`]),
+  ];
+
+  test("a token with write scope fills the cache; a read-only token gets every hit; no token is refused", async () => {
+    const first = await cleanBuild(guardedFlags(WRITER));
+    expect(countOf(first.summary, "remote cache hit")).toBe(0);
+    const built = workspace().readOutputs(OUTPUTS);
+
+    const readOnly = await cleanBuild(guardedFlags(READER));
+    expect(countOf(readOnly.summary, "remote cache hit")).toBe(ACTIONS);
+    expect(workspace().readOutputs(OUTPUTS)).toEqual(built);
+
+    // Without a token every cache call is UNAUTHENTICATED (GetCapabilities
+    // alone is open); Bazel warns and runs everything itself.
+    const refused = await cleanBuild(guardedFlags(undefined));
+    expect(countOf(refused.summary, "remote cache hit")).toBe(0);
+    expect(actionCount(refused.summary)).toBe(ACTIONS);
+    expect(refused.stdout + refused.stderr).toContain("UNAUTHENTICATED");
+  }, TEST_TIMEOUT_MS);
+
+  test("a read-only token's uploads are refused but its build still succeeds locally", async () => {
+    // A fresh instance: nothing cached, so Bazel runs every action and tries to upload.
+    const flags = [...guardedFlags(READER), "--remote_instance_name=read-only"];
+    const build = await cleanBuild(flags);
+    expect(countOf(build.summary, "remote cache hit")).toBe(0);
+    expect(actionCount(build.summary)).toBe(ACTIONS);
+    expect(build.stdout + build.stderr).toContain("PERMISSION_DENIED");
+    // Nothing it tried to write became a hit.
+    const again = await cleanBuild(flags);
+    expect(countOf(again.summary, "remote cache hit")).toBe(0);
   }, TEST_TIMEOUT_MS);
 });
