@@ -416,6 +416,17 @@ const MAX_UNWRITTEN_BYTES = 4 * 1024 * 1024;
 const POOLED_BATCHES = 16;
 const batchPool: Buffer[] = [];
 
+/**
+ * An upload's bytes are pushed to disk while it is still arriving: after every
+ * EARLY_SYNC_BYTES written, a datasync runs in the background (one at a time).
+ * Left to the final fsync, a 1 GiB upload sat 1.3-1.5 s in it with the server
+ * otherwise idle (Linux starts background writeback only past
+ * dirty_background_ratio, ~2.3 GiB on a 24 GiB machine), a fifth of the
+ * Write's time; now the disk works while the stream runs and the final fsync
+ * only flushes the tail. The final fsync stays: it is what makes the blob durable.
+ */
+const EARLY_SYNC_BYTES = 32 * 1024 * 1024;
+
 function takeBatch(size: number): Buffer {
   if (size === WRITE_BATCH_BYTES) return batchPool.pop() ?? Buffer.allocUnsafe(WRITE_BATCH_BYTES);
   return Buffer.allocUnsafe(size);
@@ -436,6 +447,9 @@ class FileWriter implements BlobWriter {
   private unwritten = 0;
   /** Where the file's next write goes (positional, so writes need not be serial to stay in order). */
   private fileOffset = 0;
+  /** The background datasync running, and the file offset at which the next one starts. */
+  private earlySync: Promise<void> | undefined;
+  private nextSyncAt = EARLY_SYNC_BYTES;
   private failure: unknown;
 
   constructor(
@@ -525,6 +539,7 @@ class FileWriter implements BlobWriter {
       returnBatch(batch);
       this.unwritten -= entry.bytes;
       this.pending.splice(this.pending.indexOf(entry), 1);
+      this.maybeSyncEarly();
     });
     this.pending.push(entry);
   }
@@ -537,9 +552,26 @@ class FileWriter implements BlobWriter {
     }
   }
 
-  /** Resolves once no background write is running; never rejects. */
+  /** Resolves once no background write or datasync is running; never rejects. */
   private async settled(): Promise<void> {
-    while (this.pending.length > 0) await Promise.all(this.pending.map((p) => p.done));
+    while (this.pending.length > 0 || this.earlySync !== undefined) {
+      await Promise.all([...this.pending.map((p) => p.done), this.earlySync]);
+    }
+  }
+
+  /** Starts a background datasync once enough new bytes were handed to the file, unless one is running. */
+  private maybeSyncEarly(): void {
+    if (this.earlySync !== undefined || this.fileOffset < this.nextSyncAt || this.state !== "open") return;
+    this.nextSyncAt = this.fileOffset + EARLY_SYNC_BYTES;
+    this.earlySync = this.handle.datasync().then(
+      () => undefined,
+      (err: unknown) => {
+        // A failed flush may not be reported again by the final fsync (Linux clears the error once seen).
+        this.failure ??= err;
+      },
+    ).finally(() => {
+      this.earlySync = undefined;
+    });
   }
 
   /** Throws (after discarding the upload) if a background write failed. */
