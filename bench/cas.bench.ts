@@ -8,8 +8,8 @@
  * - SHA-256 as the server hashes uploads (64 KiB updates) against `openssl
  *   speed`, and hashing's share of the Write path (goal < 10%).
  * - FindMissingBlobs with 10k digests, half present, one request at a time
- *   and four in flight (goal ≥ 500k digests/s, a throughput goal, so with
- *   four), against the same lookups made in-process on the store.
+ *   and four in flight (goal ≥ 500k digests/s for each), against the same
+ *   lookups made in-process on the store.
  * - BatchUpdateBlobs of 10k 1 KiB blobs in batches under the 4 MB limit,
  *   against the same puts made in-process on the store.
  * - Peak RSS (VmHWM) of `lre serve` over the large transfers (goal < 300 MiB),
@@ -254,8 +254,9 @@ try {
     });
   // One at a time is latency-bound: the client's own encoding and decoding
   // (in this process) and the server's work never overlap. Clients keep
-  // several outstanding (Bazel per action, Buck2 in batches of 100), so
-  // throughput, which the goal is about, is measured with 4 in flight.
+  // several outstanding (Bazel per action, Buck2 in batches of 100), so both
+  // are measured and the goal applies to each (on 2 cores, four in flight
+  // has measured slower, not faster: client and server compete for them).
   const fmGrpc = await findMissingRate(1);
   const fmGrpcConcurrent = await findMissingRate(4);
   const fmLocal = await medianOf(quick ? 1 : 5, async () => {
@@ -268,6 +269,7 @@ try {
     value: fmGrpc,
     unit: "digests/s",
     baseline: { name: "in-process store lookups", value: fmLocal },
+    goal: { op: ">=", target: 500_000, of: "value" },
   });
   figures.push({
     name: "FindMissingBlobs 10k digests, half present, 4 requests in flight",
