@@ -21,6 +21,20 @@ beforeAll(async () => {
   h = await startExecHarness({ jobs: 1 });
 }, 300_000);
 afterAll(async () => {
+  // If the test failed before releasing A1, release it now so no sandbox outlives this file.
+  for (const dir of (() => {
+    try {
+      return readdirSync(join(h.dataDir, "exec"));
+    } catch {
+      return [];
+    }
+  })()) {
+    try {
+      writeFileSync(join(h.dataDir, "exec", dir, "root", "go"), "");
+    } catch {
+      // already gone
+    }
+  }
   await h?.close();
 });
 
@@ -35,9 +49,17 @@ async function actionOf(label: string, script: string): Promise<Digest> {
   return putAction(h.cas, { argv: [h.toolchain.shell, "-c", script] }, root, { salt: `fair-${label}-${Date.now()}` });
 }
 
+/** Waits for `cond`; one that throws (e.g. the exec dir not created yet) counts as not yet. */
 async function until(cond: () => boolean, what: string): Promise<void> {
   const deadline = Date.now() + 30_000;
-  while (!cond()) {
+  const holds = (): boolean => {
+    try {
+      return cond();
+    } catch {
+      return false;
+    }
+  };
+  while (!holds()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
     await Bun.sleep(5);
   }
@@ -55,8 +77,9 @@ function startMs(ops: Operation[]): number {
 describe("fair scheduling between builds (RequestMetadata.tool_invocation_id)", () => {
   test("with one slot, build B's action runs before the rest of build A's queue", async () => {
     // A1 holds the only slot until the test lets it go (a file appearing in
-    // its input root), so the queue is built while nothing else can start.
-    const a1 = h.clients.execute({ actionDigest: await actionOf("A1", "while [ ! -e go ]; do sleep 0.02; done") }, asBuild("build-A"));
+    // its input root), so the queue is built while nothing else can start;
+    // it gives up by itself after ≈50 s so a failed test leaves nothing running.
+    const a1 = h.clients.execute({ actionDigest: await actionOf("A1", "i=0; while [ ! -e go ] && [ $i -lt 2500 ]; do sleep 0.02; i=$((i+1)); done") }, asBuild("build-A"));
     await until(() => h.scheduler.stats().running === 1 && readdirSync(join(h.dataDir, "exec")).length === 1, "A1 holds the slot");
 
     const queued: [string, Promise<Operation[]>][] = [];
