@@ -62,19 +62,17 @@ export class ClosureResolver {
    */
   readonly #memo = new Map<string, Closure>();
   #dataVersion = -1;
-  readonly #storePathRe: RegExp;
 
   /** A string is shorthand for `{ dbPath }`. */
   constructor(options: ClosureResolverOptions | string = {}) {
     if (typeof options === "string") options = { dbPath: options };
     this.dbPath = options.dbPath ?? DEFAULT_NIX_DB;
     this.storeDir = (options.storeDir ?? DEFAULT_STORE_DIR).replace(/\/+$/, "");
-    this.#storePathRe = new RegExp(`^${escapeRegExp(this.storeDir)}/${HASH_PART}-${NAME_PART}`);
   }
 
   /** The store path containing `path` (which may point inside it). */
   toStorePath(path: string): string {
-    const storePath = matchStorePath(this.#storePathRe, path);
+    const storePath = parseStorePath(path, this.storeDir);
     if (storePath === undefined) throw new NotAStorePathError(path, this.storeDir);
     return storePath;
   }
@@ -160,14 +158,23 @@ export function makeClosure(paths: Iterable<string>): Closure {
  * Nix knows the path is for ClosureResolver.resolve to say.
  */
 export function parseStorePath(path: string, storeDir: string = DEFAULT_STORE_DIR): string | undefined {
-  return matchStorePath(new RegExp(`^${escapeRegExp(storeDir.replace(/\/+$/, ""))}/${HASH_PART}-${NAME_PART}`), path);
-}
-
-function matchStorePath(re: RegExp, path: string): string | undefined {
+  let re = anchoredStorePathRes.get(storeDir);
+  if (re === undefined) {
+    re = new RegExp(`^${storePathPattern(storeDir)}`);
+    anchoredStorePathRes.set(storeDir, re);
+  }
   const match = re.exec(path);
   if (!match) return undefined;
   const rest = path.slice(match[0].length);
   return rest === "" || rest.startsWith("/") ? match[0] : undefined;
+}
+
+/** Compiled once per store dir: parseStorePath runs for every root of every action. */
+const anchoredStorePathRes = new Map<string, RegExp>();
+
+/** `<storeDir>/<hash>-<name>` as a regular expression source, unanchored. */
+function storePathPattern(storeDir: string): string {
+  return `${escapeRegExp(storeDir.replace(/\/+$/, ""))}/${HASH_PART}-${NAME_PART}`;
 }
 
 /**
@@ -176,7 +183,7 @@ function matchStorePath(re: RegExp, path: string): string | undefined {
  * a store path yields the store path itself.
  */
 export function findStorePathRefs(text: string, storeDir: string = DEFAULT_STORE_DIR): string[] {
-  const re = new RegExp(`${escapeRegExp(storeDir.replace(/\/+$/, ""))}/${HASH_PART}-${NAME_PART}`, "g");
+  const re = new RegExp(storePathPattern(storeDir), "g");
   const seen = new Set<string>();
   for (const match of text.matchAll(re)) seen.add(match[0]);
   return [...seen];
