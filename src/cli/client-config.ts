@@ -158,7 +158,8 @@ function serveHint(ep: TcpEndpoint, extra: readonly string[]): string {
   return local ? `start the server with ${command}` : `on ${ep.host}, start the server with ${command}`;
 }
 
-function hostPort(ep: { host: string; port: number }): string {
+/** `host:port`, with an IPv6 host in brackets. */
+export function hostPort(ep: { host: string; port: number }): string {
   return `${ep.host.includes(":") ? `[${ep.host}]` : ep.host}:${ep.port}`;
 }
 

@@ -2,7 +2,7 @@ import { resolve } from "node:path";
 import type { Environment } from "../config/defaults";
 import type { DigestFn } from "../digest/digest";
 import { parseInstanceName } from "../digest/instance-name";
-import { type ClientTls, DEFAULT_BUCK2_ADDRESS, type TcpEndpoint, bazelConfig, buck2Config } from "./client-config";
+import { type ClientTls, DEFAULT_BUCK2_ADDRESS, type TcpEndpoint, bazelConfig, buck2Config, hostPort } from "./client-config";
 import { isLoopback } from "./loopback";
 import { type ParsedFlags, UsageError } from "./parse-args";
 import { socketPathFrom } from "./serve-config";
@@ -77,7 +77,7 @@ function unixOnly(flags: ParsedFlags, e: Environment): { socketPath: string; cus
 /** The TCP listener as the client reaches it, refused unless lre serve would listen that way. */
 function tcpEndpointFrom(flags: ParsedFlags, client: "bazel" | "buck2"): TcpEndpoint {
   const tcp = flags.hostPort("tcp") ?? DEFAULT_BUCK2_ADDRESS;
-  const where = `--tcp ${tcp.host.includes(":") ? `[${tcp.host}]` : tcp.host}:${tcp.port}`;
+  const where = `--tcp ${hostPort(tcp)}`;
   if (tcp.port === 0) throw new UsageError("--tcp needs the port lre serve actually listens on, not 0", "config");
   const caFile = flags.string("tls-ca");
   const clientCertFile = flags.string("tls-client-cert");
