@@ -20,7 +20,7 @@ import { copyFileSync, linkSync, mkdirSync, mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ClosureResolver, actionSandboxSpec, ensureClosureView, runSandboxed, toBwrapArgs } from "../sandbox/mod";
-import type { Closure } from "../sandbox/spec";
+import type { Closure, SandboxSpec } from "../sandbox/spec";
 import type { Digest } from "../src/digest/digest";
 import { toWire } from "../src/digest/digest";
 import { digestOf } from "../src/digest/hasher";
@@ -57,8 +57,18 @@ async function bareSpawn(): Promise<number> {
   });
 }
 
+/** The executor's sandbox for a trivial action: `true` with closure view `view` and input root `dir`. */
+function trueSpec(view: string, dir: string): SandboxSpec {
+  return actionSandboxSpec({ closureView: view, inputRoot: dir, argv: [TRUE], env: {} });
+}
+
+/** trueSpec as a bwrap command line, for bwrap started with nothing of lre around it. */
+function bwrapAloneArgvFor(view: string, dir: string): string[] {
+  return ["bwrap", ...toBwrapArgs(trueSpec(view, dir))];
+}
+
 async function sandboxedRun(view: string, dir: string): Promise<number> {
-  const spec = actionSandboxSpec({ closureView: view, inputRoot: dir, argv: [TRUE], env: {} });
+  const spec = trueSpec(view, dir);
   return timeMs(async () => {
     const r = await runSandboxed(spec, { stdoutPath: join(dir, "..", "stdout"), stderrPath: join(dir, "..", "stderr"), timeoutMs: 30_000 });
     if (r.exitCode !== 0) throw new Error(`sandboxed \`true\` exited ${r.exitCode}`);
@@ -71,7 +81,7 @@ async function sandboxedRun(view: string, dir: string): Promise<number> {
  * namespaces set on this machine, so the figures can show what lre adds.
  */
 async function bwrapAloneRun(view: string, dir: string): Promise<number> {
-  const argv = ["bwrap", ...toBwrapArgs(actionSandboxSpec({ closureView: view, inputRoot: dir, argv: [TRUE], env: {} }))];
+  const argv = bwrapAloneArgvFor(view, dir);
   return timeMs(async () => {
     const p = Bun.spawn(argv, { stdio: ["ignore", "ignore", "ignore"] });
     if ((await p.exited) !== 0) throw new Error("bwrap alone: `true` failed");
@@ -172,7 +182,7 @@ const bareRate = (total: number): Promise<number> => spawnRate([TRUE], total);
 const rateView = await ensureClosureView(resolver.resolve([nix.busybox]), { viewsDir });
 const rateRoot = join(work, "rate-root");
 mkdirSync(rateRoot, { recursive: true });
-const bwrapAloneArgv = ["bwrap", ...toBwrapArgs(actionSandboxSpec({ closureView: rateView, inputRoot: rateRoot, argv: [TRUE], env: {} }))];
+const bwrapAloneArgv = bwrapAloneArgvFor(rateView, rateRoot);
 const bwrapRate = (total: number): Promise<number> => spawnRate(bwrapAloneArgv, total);
 
 async function uploadAll(c: ReapiClients, blobs: readonly Uint8Array[]): Promise<Digest[]> {
