@@ -32,6 +32,17 @@ async function uploadStatus(sock: string, data: Buffer): Promise<number> {
   }
 }
 
+/** A bundle holding just `blob`, exported by `lre export` from a store of its own under `dir`. */
+async function bundleOf(dir: string, name: string, blob: Buffer): Promise<string> {
+  const source = join(dir, "source");
+  const storage = await openStorage({ dataDir: source, maxBytes: 1 << 30 });
+  await storage.cas.put(digestOf("sha256", blob), blob);
+  await storage.close();
+  const bundle = join(dir, name);
+  expect((await lre(["export", bundle, "--data-dir", source])).exitCode).toBe(0);
+  return bundle;
+}
+
 describe("lre stats and lre gc", () => {
   test("work beside a running server and after it has stopped", async () => {
     const d = tempDir();
@@ -152,12 +163,7 @@ describe("lre stats and lre gc", () => {
     expect(JSON.parse((await lre(["stats", "--data-dir", dataDir, "--json"])).stdout)).toMatchObject({ protectMs: 0, protectRecorded: true });
 
     // A bundle whose blob fits in a 100-byte cache only if the served blob, used a moment ago, is evicted.
-    const source = join(d, "source");
-    const storage = await openStorage({ dataDir: source, maxBytes: 1 << 30 });
-    await storage.cas.put(digestOf("sha256", bundled), bundled);
-    await storage.close();
-    const bundle = join(d, "one.lrebundle");
-    expect((await lre(["export", bundle, "--data-dir", source])).exitCode).toBe(0);
+    const bundle = await bundleOf(d, "one.lrebundle", bundled);
 
     // An explicit window still wins over the recorded one.
     const refused = await lre(["import", bundle, "--max-cache-size", "100", "--protect-for", "3h", "--data-dir", dataDir]);
@@ -189,12 +195,7 @@ describe("lre stats and lre gc", () => {
     const server = await startServe(["--socket", sock, "--data-dir", dataDir, "--no-exec", "--max-cache-size", "100"]);
     expect(await stop(server)).toBe(0);
 
-    const source = join(d, "source");
-    const storage = await openStorage({ dataDir: source, maxBytes: 1 << 30 });
-    await storage.cas.put(digestOf("sha256", blob), blob);
-    await storage.close();
-    const bundle = join(d, "big.lrebundle");
-    expect((await lre(["export", bundle, "--data-dir", source])).exitCode).toBe(0);
+    const bundle = await bundleOf(d, "big.lrebundle", blob);
 
     const refused = await lre(["import", bundle, "--data-dir", dataDir]);
     expect(refused.exitCode).toBe(1);
