@@ -124,7 +124,7 @@ function platformRoots(platform: Platform | undefined): string[] | undefined {
       // violations, so Bazel and Buck2 do not retry either.
       throw RpcError.failedPrecondition(
         `platform property "${CLOSURE_PROPERTY}" lists "${r}", which is not a Nix store path: expected ` +
-          `${STORE_DIR}<32-character hash>-<name> (optionally followed by /…); list the store paths the action needs, ` +
+          `${STORE_DIR}<32-character hash>-<name> (optionally followed by /...); list the store paths the action needs, ` +
           `separated by spaces, as printed by \`nix-build\` or \`nix path-info\``,
       );
     }
